@@ -1,0 +1,43 @@
+# l2tpv3-netdev — see README.md. Targets that boot VMs install what they need.
+SHELL  := /bin/bash
+GO      ?= go
+BIN     := bin/l2tpv3-netdev
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: all build deps demo test unit e2e bench fmt vet clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/l2tpv3-netdev
+
+deps:
+	./test/install-deps.sh
+
+# Two tiny VMs ping each other: one on the sidecar (-netdev stream), one on
+# QEMU's own -netdev l2tpv3.
+demo: deps build
+	$(GO) run ./test/demo
+
+fmt:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); [ -z "$$out" ] || { echo "gofmt needed:"; echo "$$out"; exit 1; }
+
+vet:
+	$(GO) vet ./...
+
+# Unit tests, then the real-VM end-to-end tests under test/.
+test: deps fmt vet build
+	$(GO) test -count=1 ./...
+	L2TPV3_E2E=1 $(GO) test -count=1 -timeout 40m -v ./test/e2e 2>&1 | tee test-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
+
+unit:
+	$(GO) test -count=1 ./...
+
+e2e: deps build
+	L2TPV3_E2E=1 $(GO) test -count=1 -timeout 40m -v ./test/e2e
+
+bench: deps build
+	$(GO) run ./test/bench
+
+clean:
+	rm -rf bin test-e2e.log

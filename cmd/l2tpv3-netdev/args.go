@@ -1,0 +1,95 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
+)
+
+// errHelpShown ends the program successfully after --help or --version.
+var errHelpShown = errors.New("help shown")
+
+// options is everything the command line says, validated.
+type options struct {
+	stream   backend.StreamAddr
+	l2tp     l2tp.Config
+	batch    int
+	logLevel slog.Level
+}
+
+const usageHead = `Usage: l2tpv3-netdev --stream unix:PATH[,server=on|off] --l2tpv3 OPTIONS [flags]
+
+Carries a QEMU VM's NIC over a static L2TPv3 pseudowire (RFC 3931/4719).
+
+QEMU side:
+  --stream unix:PATH[,server=on|off][,reconnect=S|,reconnect-ms=MS]
+  --stream tcp:HOST:PORT[,...]
+        QEMU's -netdev stream socket. server=on (default): the sidecar listens
+        and QEMU connects with -netdev stream,server=off,addr.type=unix,addr.path=PATH.
+        server=off: the sidecar connects to QEMU's server=on socket and
+        reconnects every reconnect seconds (default 1) when it drops.
+
+L2TPv3 side:
+  --l2tpv3 OPTIONS
+        QEMU's own -netdev l2tpv3 option string, e.g.
+        src=192.0.2.1,dst=198.51.100.7,udp=on,srcport=1701,dstport=1701,txsession=0x10,rxsession=0x20
+
+Other flags:
+  --batch N          frames per batch in each direction (default 64, 1..1024)
+  --log-level LEVEL  debug, info, warn or error (default info)
+  --version          print the version and exit
+  --help             this text
+
+Signals: SIGUSR1 prints the counters; SIGTERM or SIGINT exits cleanly (counters printed).
+
+`
+
+// parseArgs reads the command line; every wrong option is refused with a
+// message naming it.
+func parseArgs(args []string, out io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("l2tpv3-netdev", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	stream := fs.String("stream", "", "")
+	l2tpv3 := fs.String("l2tpv3", "", "")
+	fs.IntVar(&o.batch, "batch", 64, "")
+	level := fs.String("log-level", "info", "")
+	showVersion := fs.Bool("version", false, "")
+	help := fs.Bool("help", false, "")
+	fs.BoolVar(help, "h", false, "")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	switch {
+	case *help:
+		fmt.Fprint(out, usageHead, "L2TPv3 options (--l2tpv3):\n", l2tp.OptionHelp())
+		return o, errHelpShown
+	case *showVersion:
+		fmt.Fprintf(out, "l2tpv3-netdev %s\n", version)
+		return o, errHelpShown
+	case fs.NArg() > 0:
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	case *stream == "":
+		return o, errors.New("--stream is required (where QEMU's -netdev stream socket is)")
+	case *l2tpv3 == "":
+		return o, errors.New("--l2tpv3 is required (the pseudowire's option string)")
+	case o.batch < 1 || o.batch > 1024:
+		return o, fmt.Errorf("--batch %d: must be 1..1024", o.batch)
+	}
+	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
+		return o, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
+	}
+	var err error
+	if o.stream, err = backend.ParseStreamAddr(*stream); err != nil {
+		return o, err
+	}
+	if o.l2tp, err = l2tp.ParseOptions(*l2tpv3); err != nil {
+		return o, fmt.Errorf("--%w", err) // "--l2tpv3: missing dst"
+	}
+	return o, nil
+}

@@ -1,0 +1,350 @@
+// Package l2tp is the L2TPv3 data plane of l2tpv3-netdev: the session
+// configuration (parsed from QEMU's -netdev l2tpv3 option string), the data
+// header (RFC 3931 / RFC 4719) with its sequencing, the batched UDP and raw IP
+// socket, and the per-session counters. It knows nothing of the VM side.
+package l2tp
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"strings"
+)
+
+// Encap is the underlay that carries L2TPv3 data packets.
+type Encap uint8
+
+const (
+	// EncapIP carries the session header straight over IP protocol 115.
+	EncapIP Encap = iota
+	// EncapUDP carries it over UDP, behind the 4-byte L2TPv3 flags word.
+	EncapUDP
+)
+
+// L2SpecType is the L2-Specific Sublayer carried after the cookie, as the
+// Linux kernel names it (l2spec_type).
+type L2SpecType uint8
+
+const (
+	// L2SpecNone sends no sublayer (QEMU counter=off, Cisco, go-l2tp).
+	L2SpecNone L2SpecType = iota
+	// L2SpecDefault sends the 4-byte RFC 4719 sublayer |x|S|xxxxxx|seq24|.
+	L2SpecDefault
+)
+
+// SeqMode says which directions carry RFC 4719 sequence numbers, as the
+// kernel's "seq" option does. It needs L2SpecDefault.
+type SeqMode uint8
+
+const (
+	// SeqNone sends S=0 and accepts packets with or without S; the
+	// sublayer of received packets is not checked.
+	SeqNone SeqMode = iota
+	// SeqSend sends S=1 with a 24-bit sequence number.
+	SeqSend
+	// SeqRecv drops packets without S and checks the sequence of the rest
+	// (see Decoder for the receive rules).
+	SeqRecv
+	// SeqBoth is SeqSend and SeqRecv.
+	SeqBoth
+)
+
+// CounterMode is QEMU's non-RFC use of the 4-byte sublayer slot, kept for
+// wire compatibility with QEMU peers. It needs L2SpecDefault.
+type CounterMode uint8
+
+const (
+	// CounterRFC lets Seq decide what goes in the sublayer (zero or S|seq).
+	CounterRFC CounterMode = iota
+	// CounterQEMU writes QEMU's counter=on value: a plain 32-bit ++counter
+	// starting at 1; received values are not checked (as QEMU does).
+	CounterQEMU
+	// CounterPinned writes QEMU's pincounter=on value: always 0.
+	CounterPinned
+)
+
+// Config is one static L2TPv3 Ethernet pseudowire. The zero value is not
+// valid: use ParseOptions, or fill it and call Validate.
+type Config struct {
+	// Src is the local address to bind (literal or host name). Required.
+	Src string
+	// Dst is the peer's address (literal or host name). Required.
+	Dst string
+	// SrcPort and DstPort are the UDP ports; required with EncapUDP and
+	// refused with EncapIP.
+	SrcPort, DstPort uint16
+	// Encap is the underlay; QEMU's default is IP (udp=off). IP needs root
+	// (CAP_NET_RAW) to open the raw socket.
+	Encap Encap
+	// IPv6 selects IPv6 for the underlay (QEMU ipv6=on); default IPv4.
+	IPv6 bool
+
+	// SessionID is the session this end receives on (QEMU rxsession, kernel
+	// session_id). ParseOptions defaults it to PeerSessionID, as QEMU does.
+	// Over IP, 0 is refused: it marks control messages.
+	SessionID uint32
+	// PeerSessionID is the session written into sent packets (QEMU
+	// txsession, kernel peer_session_id). Required; over IP, 0 is refused.
+	PeerSessionID uint32
+
+	// CookieLen is 0, 4 or 8 bytes (QEMU: 4 unless cookie64=on). With 0,
+	// RxCookie and TxCookie must be 0; with 4 they must fit in 32 bits.
+	CookieLen int
+	// RxCookie is the value expected in received packets (QEMU rxcookie,
+	// kernel peer_cookie); TxCookie is written in sent ones (QEMU txcookie,
+	// kernel cookie). Both big-endian on the wire, CookieLen bytes.
+	RxCookie, TxCookie uint64
+
+	// L2Spec is the sublayer type (kernel l2spec_type).
+	L2Spec L2SpecType
+	// Counter selects QEMU's counter/pincounter sublayer content.
+	Counter CounterMode
+	// Seq selects RFC 4719 sequencing (kernel seq).
+	Seq SeqMode
+
+	// Offset is QEMU's extra padding between header and frame, 0..256 bytes,
+	// zero on send and skipped (not checked) on receive.
+	Offset int
+
+	// PinPeer drops received packets whose source address (and port, with
+	// UDP) is not Dst's resolved address. ParseOptions defaults it to on
+	// when Dst is a literal address and off for a host name.
+	PinPeer bool
+}
+
+// maxOffset is the largest Offset accepted (QEMU never bounded it).
+const maxOffset = 256
+
+// ConfigError is a refused configuration. Key names the option at fault in
+// option-string terms ("txcookie"), or is empty when several are involved.
+type ConfigError struct {
+	Key string // option key at fault, e.g. "offset"
+	Msg string // message without the "l2tpv3: " prefix
+}
+
+// Error renders the message with the package's "l2tpv3: " prefix.
+func (e *ConfigError) Error() string { return "l2tpv3: " + e.Msg }
+
+// cfgErr builds a *ConfigError for key with a formatted message.
+func cfgErr(key, format string, args ...any) error {
+	return &ConfigError{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Validate runs the checks ParseOptions runs once the fields are filled, so a
+// Config built by hand (from a config file) is refused for the same reasons
+// and with the same messages. It does not resolve host names.
+func (c Config) Validate() error {
+	if err := c.validateAddrs(); err != nil {
+		return err
+	}
+	if err := c.validateEncap(); err != nil {
+		return err
+	}
+	if err := c.validateCookies(); err != nil {
+		return err
+	}
+	if err := c.validateSublayer(); err != nil {
+		return err
+	}
+	if c.Offset < 0 || c.Offset > maxOffset {
+		return cfgErr("offset", "offset=%d: must be 0..%d", c.Offset, maxOffset)
+	}
+	return nil
+}
+
+// validateAddrs checks that Src and Dst are present, renderable in an option
+// string, and (when literal) of the address family IPv6 selects.
+func (c Config) validateAddrs() error {
+	for _, a := range [...]struct{ key, val string }{{"src", c.Src}, {"dst", c.Dst}} {
+		if a.val == "" {
+			return cfgErr(a.key, "missing %s", a.key)
+		}
+		if strings.ContainsAny(a.val, ", \t\n") {
+			return cfgErr(a.key, "%s=%q: contains a comma or white space", a.key, a.val)
+		}
+		ip, err := netip.ParseAddr(a.val)
+		if err != nil {
+			continue // a host name: resolved by Open with the family IPv6 selects
+		}
+		if c.IPv6 && ip.Is4() {
+			return cfgErr(a.key, "%s=%s is an IPv4 address but ipv6=on", a.key, a.val)
+		}
+		if !c.IPv6 && !ip.Is4() {
+			return cfgErr(a.key, "%s=%s is an IPv6 address (set ipv6=on)", a.key, a.val)
+		}
+	}
+	return nil
+}
+
+// validateEncap checks the ports against the encapsulation and refuses
+// session 0 over IP, where it marks control messages.
+func (c Config) validateEncap() error {
+	switch c.Encap {
+	case EncapUDP:
+		if c.SrcPort == 0 {
+			return cfgErr("srcport", "missing srcport (needed with udp=on)")
+		}
+		if c.DstPort == 0 {
+			return cfgErr("dstport", "missing dstport (needed with udp=on)")
+		}
+	case EncapIP:
+		if c.SrcPort != 0 {
+			return cfgErr("srcport", "srcport given without udp=on")
+		}
+		if c.DstPort != 0 {
+			return cfgErr("dstport", "dstport given without udp=on")
+		}
+		if c.PeerSessionID == 0 {
+			return cfgErr("txsession", "txsession=0: session 0 marks control messages over IP (use another id or udp=on)")
+		}
+		if c.SessionID == 0 {
+			return cfgErr("rxsession", "rxsession=0: session 0 marks control messages over IP (use another id or udp=on)")
+		}
+	default:
+		return cfgErr("udp", "encapsulation %d: unknown", c.Encap)
+	}
+	return nil
+}
+
+// validateCookies checks the cookie length and that both cookies fit in it.
+func (c Config) validateCookies() error {
+	switch c.CookieLen {
+	case 0:
+		if c.TxCookie != 0 {
+			return cfgErr("txcookie", "txcookie=%#x set with no cookie length", c.TxCookie)
+		}
+		if c.RxCookie != 0 {
+			return cfgErr("rxcookie", "rxcookie=%#x set with no cookie length", c.RxCookie)
+		}
+	case 4:
+		if c.TxCookie > math.MaxUint32 {
+			return cfgErr("txcookie", "txcookie=%#x is wider than 32 bits (set cookie64=on)", c.TxCookie)
+		}
+		if c.RxCookie > math.MaxUint32 {
+			return cfgErr("rxcookie", "rxcookie=%#x is wider than 32 bits (set cookie64=on)", c.RxCookie)
+		}
+	case 8:
+	default:
+		return cfgErr("cookie64", "cookie length %d: must be 0, 4 or 8", c.CookieLen)
+	}
+	return nil
+}
+
+// validateSublayer checks that l2spec, QEMU's counter modes and RFC
+// sequencing are a consistent combination.
+func (c Config) validateSublayer() error {
+	if c.L2Spec > L2SpecDefault {
+		return cfgErr("l2spec", "l2spec type %d: unknown", c.L2Spec)
+	}
+	if c.Counter > CounterPinned {
+		return cfgErr("counter", "counter mode %d: unknown", c.Counter)
+	}
+	if c.Seq > SeqBoth {
+		return cfgErr("seq", "seq mode %d: unknown", c.Seq)
+	}
+	if c.Counter != CounterRFC {
+		key := c.Counter.key()
+		if c.L2Spec == L2SpecNone {
+			return cfgErr(key, "%s=on conflicts with l2spec=none", key)
+		}
+		if c.Seq != SeqNone {
+			return cfgErr(key, "%s=on conflicts with seq=%s (QEMU's counter is not an RFC sequence number)", key, c.Seq)
+		}
+	}
+	if c.L2Spec == L2SpecNone && c.Seq != SeqNone {
+		return cfgErr("seq", "seq=%s conflicts with l2spec=none", c.Seq)
+	}
+	return nil
+}
+
+// HeaderLen is the number of L2TPv3 bytes written in front of each frame and
+// expected in front of each received one: [4 UDP flags word] + 4 session +
+// cookie + [4 sublayer] + offset. It is the headroom WriteFrames needs.
+func (c Config) HeaderLen() int {
+	n := 4 + c.CookieLen + c.Offset
+	if c.Encap == EncapUDP {
+		n += 4
+	}
+	if c.L2Spec == L2SpecDefault {
+		n += 4
+	}
+	return n
+}
+
+// Overhead is the underlay bytes added to each frame: HeaderLen plus the
+// outer IP header (20 or 40) and UDP header (8, with udp). The largest inner
+// MTU on an underlay of MTU m is m - Overhead() - 14 (Ethernet header).
+func (c Config) Overhead() int {
+	n := c.HeaderLen() + 20
+	if c.IPv6 {
+		n = c.HeaderLen() + 40
+	}
+	if c.Encap == EncapUDP {
+		n += 8
+	}
+	return n
+}
+
+// String names the encapsulation as the option string does.
+func (e Encap) String() string {
+	switch e {
+	case EncapIP:
+		return "ip"
+	case EncapUDP:
+		return "udp"
+	}
+	return fmt.Sprintf("encap(%d)", uint8(e))
+}
+
+// String names the sublayer type as l2spec= spells it.
+func (t L2SpecType) String() string {
+	switch t {
+	case L2SpecNone:
+		return "none"
+	case L2SpecDefault:
+		return "default"
+	}
+	return fmt.Sprintf("l2spec(%d)", uint8(t))
+}
+
+// String names the sequencing mode as seq= spells it.
+func (m SeqMode) String() string {
+	switch m {
+	case SeqNone:
+		return "none"
+	case SeqSend:
+		return "send"
+	case SeqRecv:
+		return "recv"
+	case SeqBoth:
+		return "both"
+	}
+	return fmt.Sprintf("seq(%d)", uint8(m))
+}
+
+// String names the counter mode ("rfc", "counter", "pincounter").
+func (m CounterMode) String() string {
+	switch m {
+	case CounterRFC:
+		return "rfc"
+	case CounterQEMU:
+		return "counter"
+	case CounterPinned:
+		return "pincounter"
+	}
+	return fmt.Sprintf("counter(%d)", uint8(m))
+}
+
+// key is the QEMU option that selects m, for error messages.
+func (m CounterMode) key() string {
+	if m == CounterPinned {
+		return "pincounter"
+	}
+	return "counter"
+}
+
+// sends reports whether this mode writes sequence numbers.
+func (m SeqMode) sends() bool { return m == SeqSend || m == SeqBoth }
+
+// checks reports whether this mode checks received sequence numbers.
+func (m SeqMode) checks() bool { return m == SeqRecv || m == SeqBoth }

@@ -1,0 +1,48 @@
+package l2tp
+
+// optionHelp is the table OptionHelp returns; keep it in step with
+// ParseOptions and Validate.
+const optionHelp = `L2TPv3 option string (QEMU's -netdev l2tpv3 keys, comma-separated key=value):
+
+  src=ADDR          local address to bind (literal or host name)        required
+  dst=ADDR          peer address (literal or host name)                 required
+  udp=on|off        UDP encapsulation; off = IP protocol 115 (needs root) default off
+  srcport=PORT      local UDP port, decimal 1..65535               required with udp=on
+  dstport=PORT      peer UDP port, decimal 1..65535                required with udp=on
+  ipv6=on|off       IPv6 underlay (addresses resolved as IPv6)          default off
+  txsession=N       session ID written in sent packets (kernel peer_session_id) required
+  rxsession=N       session ID expected in received ones (kernel session_id)
+                                                                 default txsession
+  txcookie=N        cookie written in sent packets (kernel cookie)     
+  rxcookie=N        cookie expected in received ones (kernel peer_cookie)
+                    both or neither; big-endian on the wire; default none
+  cookie64=on|off   64-bit cookies; off = 32-bit        default off (QEMU: any cookie64 = 64)
+  counter=on|off    QEMU sublayer: 4 bytes, plain ++counter from 1, not checked on receive
+                    (Linux: l2spec=default)                           default off
+  pincounter=on|off QEMU sublayer: 4 bytes, always 0, not checked on receive
+                    (QEMU itself sends no sublayer with pincounter alone: pair such a
+                    QEMU with l2spec=none)                            default off
+  offset=N          extra zero bytes after the header, 0..256           default 0
+  l2spec=default|none  RFC 4719 sublayer (kernel l2spec_type)
+                    default: none, or default with counter/pincounter/seq
+  seq=none|send|recv|both  RFC 4719 sequence numbers (kernel seq): send writes S|ns;
+                    recv drops packets without S, old and replayed ones, and resyncs
+                    after more than 4 consecutive in-order old ones (peer restart)
+                                                                      default none
+  pinpeer=on|off    drop packets whose source address (and UDP port) is not dst
+                    default on for a literal dst, off for a host name
+  id=NAME           accepted and ignored (QEMU's netdev id)
+
+Numbers: decimal or 0x hex; a leading 0 is refused (QEMU reads octal). Booleans:
+on/off, yes/no, true/false; a bare key means on. Refused, unlike QEMU: offset > 256;
+session 0 over IP (it marks control messages); a key given twice; counter or
+pincounter with l2spec=none or with seq; seq with l2spec=none.
+
+Overhead: UDP/IPv4 with l2spec=default and no cookie is 20+8+12 = 40 bytes plus the
+14-byte Ethernet header: inner MTU 1446 on a 1500 underlay (IP encap: 1458;
+minus 4 or 8 for a cookie, minus the offset).
+`
+
+// OptionHelp returns a table of the option-string keys, their values,
+// defaults and where they differ from QEMU, for the CLI's help output.
+func OptionHelp() string { return optionHelp }

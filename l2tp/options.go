@@ -1,0 +1,260 @@
+package l2tp
+
+import (
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// optKind says how an option's value is read.
+type optKind uint8
+
+const (
+	kindString  optKind = iota // address or host name, taken as is
+	kindBool                   // on/off, yes/no, true/false; bare key = on
+	kindPort                   // decimal 1..65535
+	kindU32                    // decimal or 0x hex, 32 bits
+	kindU64                    // decimal or 0x hex, 64 bits
+	kindOffset                 // decimal or 0x hex, 0..256
+	kindL2Spec                 // default | none
+	kindSeq                    // none | send | recv | both
+	kindIgnored                // accepted and ignored (QEMU's id=)
+)
+
+// optKinds lists every key ParseOptions accepts, with how its value is read.
+var optKinds = map[string]optKind{
+	"id": kindIgnored, "src": kindString, "dst": kindString,
+	"udp": kindBool, "srcport": kindPort, "dstport": kindPort,
+	"txsession": kindU32, "rxsession": kindU32, "ipv6": kindBool,
+	"cookie64": kindBool, "txcookie": kindU64, "rxcookie": kindU64,
+	"counter": kindBool, "pincounter": kindBool, "offset": kindOffset,
+	"l2spec": kindL2Spec, "seq": kindSeq, "pinpeer": kindBool,
+}
+
+// optValue is one parsed key: its raw text and its value in the kind's type.
+type optValue struct {
+	raw  string
+	num  uint64
+	on   bool
+	seq  SeqMode
+	spec L2SpecType
+}
+
+// options is a parsed option string: the keys given and their values.
+type options map[string]optValue
+
+// has reports whether key was given.
+func (o options) has(key string) bool { _, ok := o[key]; return ok }
+
+// on reports whether a boolean key was given and true.
+func (o options) on(key string) bool { return o[key].on }
+
+// ParseOptions reads QEMU's -netdev l2tpv3 option string
+// ("src=…,dst=…,udp=on,srcport=…,dstport=…,txsession=…,…") into a Config,
+// validated. The keys and their meaning are listed by OptionHelp; in short:
+//
+//   - QEMU's keys src, dst, udp, srcport, dstport, txsession, rxsession,
+//     ipv6, cookie64, txcookie, rxcookie, counter, pincounter, offset, with
+//     QEMU's spellings (bare "udp" = udp=on; numbers decimal or 0x hex), and
+//     id=, accepted and ignored so QEMU's own string can be pasted (as can a
+//     leading "l2tpv3," type word).
+//   - kernel-style keys l2spec=default|none, seq=none|send|recv|both and
+//     pinpeer=on|off.
+//
+// Required: src, dst, txsession; with udp=on also srcport and dstport
+// (decimal 1..65535, no service names), which are refused without it.
+// rxsession defaults to txsession. txcookie and rxcookie go together; they
+// are 32-bit unless cookie64=on. pinpeer defaults to on when dst is a literal
+// address and off for a host name (pinpeer=on with a host name pins to the
+// address it resolves to when the tunnel opens).
+//
+// The sublayer: with none of counter, pincounter, l2spec or seq there is
+// none (QEMU's default, counter=off). counter=on selects the 4-byte sublayer
+// with QEMU's plain counter (L2SpecDefault + CounterQEMU); pincounter=on,
+// with or without counter, selects it with a constant 0 (L2SpecDefault +
+// CounterPinned). Beware: QEMU itself, given pincounter without counter,
+// sends no sublayer at all (a QEMU defect): pair such a QEMU with
+// l2spec=none. l2spec=default selects the RFC 4719 sublayer (CounterRFC),
+// whose content seq decides; seq=send|recv|both implies l2spec=default.
+// Refused: seq other than none with l2spec=none, counter or pincounter with
+// seq other than none, counter or pincounter with l2spec=none.
+//
+// QEMU defects are fixed, not copied: cookie64=off means 32-bit cookies,
+// offset above 256 is refused, session 0 is refused over IP (it marks
+// control messages). Numbers with a leading zero are refused, as QEMU would
+// read them as octal. A key given twice is refused (QEMU silently takes the
+// last one).
+//
+// Errors are *ConfigError values whose text starts "l2tpv3: " and names the
+// key, e.g. "l2tpv3: txcookie set without rxcookie".
+func ParseOptions(s string) (Config, error) {
+	o, err := splitOptions(s)
+	if err != nil {
+		return Config{}, err
+	}
+	for _, key := range [...]string{"src", "dst", "txsession"} {
+		if !o.has(key) {
+			return Config{}, cfgErr(key, "missing %s", key)
+		}
+	}
+	c := Config{Src: o["src"].raw, Dst: o["dst"].raw, IPv6: o.on("ipv6")}
+	if o.on("udp") {
+		c.Encap = EncapUDP
+		c.SrcPort, c.DstPort = uint16(o["srcport"].num), uint16(o["dstport"].num)
+	} else {
+		for _, key := range [...]string{"srcport", "dstport"} {
+			if o.has(key) {
+				return Config{}, cfgErr(key, "%s given without udp=on", key)
+			}
+		}
+	}
+	c.PeerSessionID = uint32(o["txsession"].num)
+	c.SessionID = c.PeerSessionID
+	if o.has("rxsession") {
+		c.SessionID = uint32(o["rxsession"].num)
+	}
+	if err := o.cookies(&c); err != nil {
+		return Config{}, err
+	}
+	o.sublayer(&c)
+	c.Offset = int(o["offset"].num)
+	if o.has("pinpeer") {
+		c.PinPeer = o.on("pinpeer")
+	} else {
+		_, err := netip.ParseAddr(c.Dst)
+		c.PinPeer = err == nil
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
+
+// cookies fills the cookie fields: both cookies or neither, 4 bytes unless
+// cookie64=on (QEMU made any cookie64 key, even =off, mean 8 bytes).
+func (o options) cookies(c *Config) error {
+	tx, rx := o.has("txcookie"), o.has("rxcookie")
+	switch {
+	case tx && !rx:
+		return cfgErr("rxcookie", "txcookie set without rxcookie")
+	case rx && !tx:
+		return cfgErr("txcookie", "rxcookie set without txcookie")
+	case !tx:
+		return nil
+	}
+	c.CookieLen = 4
+	if o.on("cookie64") {
+		c.CookieLen = 8
+	}
+	c.TxCookie, c.RxCookie = o["txcookie"].num, o["rxcookie"].num
+	return nil
+}
+
+// sublayer fills L2Spec, Counter and Seq. counter=on and pincounter=on select
+// the 4-byte sublayer with QEMU's content; seq=send|recv|both implies
+// l2spec=default; otherwise no sublayer (QEMU's counter=off default).
+// Conflicting combinations are left for Validate to refuse.
+func (o options) sublayer(c *Config) {
+	c.Seq = o["seq"].seq
+	switch {
+	case o.on("pincounter"):
+		c.L2Spec, c.Counter = L2SpecDefault, CounterPinned
+	case o.on("counter"):
+		c.L2Spec, c.Counter = L2SpecDefault, CounterQEMU
+	case c.Seq != SeqNone:
+		c.L2Spec = L2SpecDefault
+	}
+	if o.has("l2spec") {
+		c.L2Spec = o["l2spec"].spec
+	}
+}
+
+// splitOptions splits s at commas into keys and values, reading each value
+// by its key's kind. A trailing comma and a leading "l2tpv3" word are allowed.
+func splitOptions(s string) (options, error) {
+	s = strings.TrimSuffix(strings.TrimSpace(s), ",")
+	o := make(options)
+	if s == "" {
+		return o, nil
+	}
+	for i, item := range strings.Split(s, ",") {
+		if item == "" {
+			return nil, cfgErr("", "empty option between commas (QEMU's \",,\" escape is not supported)")
+		}
+		if i == 0 && item == "l2tpv3" {
+			continue
+		}
+		key, val, hasVal := strings.Cut(item, "=")
+		kind, known := optKinds[key]
+		if !known {
+			return nil, cfgErr(key, "unknown key %q", key)
+		}
+		if o.has(key) {
+			return nil, cfgErr(key, "duplicate key %q", key)
+		}
+		if !hasVal && kind == kindBool {
+			val, hasVal = "on", true
+		}
+		if !hasVal {
+			return nil, cfgErr(key, "key %q needs a value (%s=…)", key, key)
+		}
+		if val == "" {
+			return nil, cfgErr(key, "empty value for key %q", key)
+		}
+		v, err := parseValue(key, val, kind)
+		if err != nil {
+			return nil, err
+		}
+		o[key] = v
+	}
+	return o, nil
+}
+
+// String renders c as a canonical option string that ParseOptions reads back
+// to the same Config: every setting spelled out, numbers in hex, pinpeer
+// explicit. QEMU reads the QEMU keys in it (not l2spec, seq, pinpeer).
+func (c Config) String() string {
+	var b strings.Builder
+	b.WriteString("src=" + c.Src + ",dst=" + c.Dst)
+	if c.Encap == EncapUDP {
+		b.WriteString(",udp=on,srcport=" + strconv.Itoa(int(c.SrcPort)) +
+			",dstport=" + strconv.Itoa(int(c.DstPort)))
+	}
+	if c.IPv6 {
+		b.WriteString(",ipv6=on")
+	}
+	b.WriteString(",txsession=" + hexNum(uint64(c.PeerSessionID)) +
+		",rxsession=" + hexNum(uint64(c.SessionID)))
+	if c.CookieLen != 0 {
+		b.WriteString(",cookie64=" + onOff(c.CookieLen == 8) +
+			",txcookie=" + hexNum(c.TxCookie) + ",rxcookie=" + hexNum(c.RxCookie))
+	}
+	switch c.Counter {
+	case CounterQEMU:
+		b.WriteString(",counter=on")
+	case CounterPinned:
+		b.WriteString(",pincounter=on")
+	}
+	if c.Counter == CounterRFC || c.L2Spec != L2SpecDefault {
+		b.WriteString(",l2spec=" + c.L2Spec.String())
+	}
+	if c.Seq != SeqNone {
+		b.WriteString(",seq=" + c.Seq.String())
+	}
+	if c.Offset != 0 {
+		b.WriteString(",offset=" + strconv.Itoa(c.Offset))
+	}
+	b.WriteString(",pinpeer=" + onOff(c.PinPeer))
+	return b.String()
+}
+
+// hexNum renders n as 0x-prefixed lower-case hex.
+func hexNum(n uint64) string { return "0x" + strconv.FormatUint(n, 16) }
+
+// onOff renders a bool as QEMU's on/off.
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
+}

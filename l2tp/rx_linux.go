@@ -1,0 +1,174 @@
+package l2tp
+
+import (
+	"fmt"
+	"net"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+	"golang.org/x/sys/unix"
+)
+
+// rxRing is the receive side of a tunnel: a recvmmsg vector over
+// preallocated slots (buffer, iovec, source address, control buffer) and the
+// decoder. Only the ReadFrames goroutine touches it.
+type rxRing struct {
+	rc      syscall.RawConn
+	stats   *Stats
+	dec     *Decoder
+	peer    sockaddr
+	pin     bool // drop sources other than peer
+	pinPort bool // compare the source port too (UDP)
+
+	msgs  []mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6
+	ctl   []byte // ctlSpace bytes per slot
+	buf   []byte // slot bytes per slot
+	slot  int
+
+	want   int        // messages asked of the next recvmmsg
+	got    int        // messages the last recvmmsg returned
+	errno  unix.Errno // its error, when it returned none
+	readFn func(fd uintptr) bool
+
+	kernelSeen uint32 // last SO_RXQ_OVFL value seen
+	_          cpu.CacheLinePad
+}
+
+// newRxRing allocates batch receive slots of slot bytes each and wires the
+// message vector to them once, so receiving allocates nothing.
+func newRxRing(c Config, batch, slot int, rc syscall.RawConn, peer sockaddr, s *Stats) *rxRing {
+	slot = (slot + 63) &^ 63
+	r := &rxRing{
+		rc:      rc,
+		stats:   s,
+		dec:     NewDecoder(c, s),
+		peer:    peer,
+		pin:     c.PinPeer,
+		pinPort: c.Encap == EncapUDP,
+		msgs:    make([]mmsghdr, batch),
+		iovs:    make([]unix.Iovec, batch),
+		names:   make([]unix.RawSockaddrInet6, batch),
+		ctl:     make([]byte, batch*ctlSpace),
+		buf:     make([]byte, batch*slot),
+		slot:    slot,
+	}
+	for i := range r.msgs {
+		r.iovs[i].Base = &r.buf[i*slot]
+		r.iovs[i].SetLen(slot)
+		h := &r.msgs[i].Hdr
+		h.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		h.Iov = &r.iovs[i]
+		h.SetIovlen(1)
+		h.Control = &r.ctl[i*ctlSpace]
+	}
+	r.readFn = r.recv
+	return r
+}
+
+// recv is the netpoller callback: one recvmmsg; false (park until readable)
+// when nothing is waiting.
+func (r *rxRing) recv(fd uintptr) bool {
+	for {
+		n, errno := recvmmsg(fd, r.msgs[:r.want])
+		switch errno {
+		case 0:
+			r.got, r.errno = n, 0
+			return true
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		r.got, r.errno = 0, errno
+		return true
+	}
+}
+
+// ReadFrames blocks (on the netpoller) until at least one datagram arrives,
+// decapsulates the batch and returns how many good frames it put in
+// frames[:n]. Bad datagrams are counted by reason and skipped, so n may be
+// 0. frames[i] are sub-slices of the tunnel's receive ring and stay valid
+// until the next ReadFrames call. len(frames) may be less than BatchSize.
+// It returns net.ErrClosed after Close. Only one goroutine may call it.
+func (t *Tunnel) ReadFrames(frames [][]byte) (int, error) {
+	r := t.rx
+	want := min(len(frames), len(r.msgs))
+	if want == 0 {
+		return 0, fmt.Errorf("l2tpv3: ReadFrames: len(frames) is 0")
+	}
+	for {
+		if t.closed.Load() {
+			return 0, net.ErrClosed
+		}
+		for i := range want {
+			h := &r.msgs[i].Hdr
+			h.Namelen = unix.SizeofSockaddrInet6
+			h.SetControllen(ctlSpace)
+			h.Flags = 0
+		}
+		r.want = want
+		if err := r.rc.Read(r.readFn); err != nil {
+			if t.closed.Load() {
+				return 0, net.ErrClosed
+			}
+			return 0, fmt.Errorf("l2tpv3: recvmmsg %s: %w", t.local, err)
+		}
+		switch r.errno {
+		case 0:
+			return r.deliver(frames), nil
+		case unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN,
+			unix.ENETDOWN, unix.EPROTO, unix.ENOMEM, unix.ENOBUFS:
+			continue // a queued ICMP error or a transient shortage: read on
+		}
+		return 0, fmt.Errorf("l2tpv3: recvmmsg %s: %w", t.local, r.errno)
+	}
+}
+
+// deliver checks the r.got received messages, puts the good frames in
+// frames and counts the rest and the totals.
+func (r *rxRing) deliver(frames [][]byte) int {
+	n, bytes := 0, 0
+	for i := range r.got {
+		m := &r.msgs[i]
+		r.kernelDrops(i)
+		if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
+			r.stats.rxDrops[DropTruncated].Add(1)
+			continue
+		}
+		if r.pin && !r.peer.matches(&r.names[i], m.Hdr.Namelen, r.pinPort) {
+			r.stats.rxDrops[DropSource].Add(1)
+			continue
+		}
+		pkt := r.buf[i*r.slot : i*r.slot+int(m.Len)]
+		frame, reason, ok := r.dec.Decap(pkt)
+		if !ok {
+			r.stats.rxDrops[reason].Add(1)
+			continue
+		}
+		frames[n] = frame
+		n++
+		bytes += len(frame)
+	}
+	if n > 0 {
+		r.stats.addRx(uint64(n), uint64(bytes))
+	}
+	return n
+}
+
+// kernelDrops reads the socket's cumulative drop count from a message's
+// SO_RXQ_OVFL control data and counts what is new since the last one.
+func (r *rxRing) kernelDrops(i int) {
+	cl := min(int(r.msgs[i].Hdr.Controllen), ctlSpace)
+	if cl == 0 {
+		return
+	}
+	v, ok := rxqOverflow(r.ctl[i*ctlSpace : i*ctlSpace+cl])
+	if !ok || v == r.kernelSeen {
+		return
+	}
+	r.stats.rxDrops[DropKernel].Add(uint64(v - r.kernelSeen))
+	r.kernelSeen = v
+}

@@ -1,0 +1,167 @@
+package l2tp
+
+import (
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/cpu"
+)
+
+// Drop is the reason a packet or frame was dropped, counted in Stats.
+type Drop uint8
+
+const (
+	// DropSession: received session ID is not Config.SessionID.
+	DropSession Drop = iota
+	// DropCookie: received cookie is not Config.RxCookie.
+	DropCookie
+	// DropSequence: no S bit under seq=recv|both, or an old/replayed number.
+	DropSequence
+	// DropTruncated: the datagram was larger than the receive buffer.
+	DropTruncated
+	// DropSource: the source address or port is not the pinned peer.
+	DropSource
+	// DropMalformed: bad IPv4 header, L2TP version, or too short.
+	DropMalformed
+	// DropControl: an L2TP control message (T bit, or session 0 over IP).
+	DropControl
+	// DropOversize: a frame too big for one datagram, not sent.
+	DropOversize
+	// DropSendError: sendmmsg refused the packet (EMSGSIZE, EHOSTUNREACH…).
+	DropSendError
+	// DropVMDown: a frame arrived while no VM was attached (counted by the
+	// backend through AddDrop).
+	DropVMDown
+	// DropKernel: the kernel dropped datagrams for this socket (SO_RXQ_OVFL,
+	// receive buffer full).
+	DropKernel
+)
+
+// NumDrops is the number of Drop reasons; StatsSnapshot.Drops is indexed by Drop.
+const NumDrops = int(DropKernel) + 1
+
+// dropNames are the counter names, as metrics and logs print them.
+var dropNames = [NumDrops]string{"session", "cookie", "sequence", "truncated",
+	"source", "malformed", "control", "oversize", "send_error", "vm_down", "kernel"}
+
+// String returns the reason's counter name ("session", "send_error", …).
+func (d Drop) String() string {
+	if int(d) < NumDrops {
+		return dropNames[d]
+	}
+	return "drop(" + strconv.Itoa(int(d)) + ")"
+}
+
+// txSide reports whether the TX goroutine counts this reason, which decides
+// the cache line it lives on.
+func (d Drop) txSide() bool { return d == DropOversize || d == DropSendError }
+
+// Stats are one tunnel's counters. Each field is written by one direction's
+// goroutine (RX or TX, on separate cache lines) and read atomically by any
+// goroutine through Snapshot. Byte counts are Ethernet frame bytes, without
+// the L2TPv3 header. The zero value is ready to use.
+type Stats struct {
+	_         cpu.CacheLinePad
+	rxPackets atomic.Uint64
+	rxBytes   atomic.Uint64
+	seqLost   atomic.Uint64
+	rxDrops   [NumDrops]atomic.Uint64
+	_         cpu.CacheLinePad
+	txPackets atomic.Uint64
+	txBytes   atomic.Uint64
+	txStalls  atomic.Uint64
+	txStallNs atomic.Uint64
+	txDrops   [NumDrops]atomic.Uint64
+	_         cpu.CacheLinePad
+}
+
+// AddDrop counts n drops for reason d; the backend uses it for DropVMDown.
+// Safe from any goroutine.
+func (s *Stats) AddDrop(d Drop, n uint64) {
+	if int(d) >= NumDrops {
+		return
+	}
+	if d.txSide() {
+		s.txDrops[d].Add(n)
+		return
+	}
+	s.rxDrops[d].Add(n)
+}
+
+// addRx counts frames handed to the VM side.
+func (s *Stats) addRx(packets, bytes uint64) {
+	s.rxPackets.Add(packets)
+	s.rxBytes.Add(bytes)
+}
+
+// addTx counts frames the kernel accepted for sending.
+func (s *Stats) addTx(packets, bytes uint64) {
+	s.txPackets.Add(packets)
+	s.txBytes.Add(bytes)
+}
+
+// addStalls counts waits for socket writability and their total duration.
+func (s *Stats) addStalls(n uint64, d time.Duration) {
+	s.txStalls.Add(n)
+	s.txStallNs.Add(uint64(d))
+}
+
+// StatsSnapshot is a plain copy of Stats at one moment.
+type StatsSnapshot struct {
+	RxPackets, RxBytes uint64 // frames delivered to the VM side
+	TxPackets, TxBytes uint64 // frames sent
+	Drops              [NumDrops]uint64
+	SeqLost            uint64 // sequence numbers skipped by accepted packets
+	TxStalls           uint64 // times sendmmsg said EAGAIN/ENOBUFS after progress
+	TxStallNanos       uint64 // time from each such EAGAIN/ENOBUFS to the next send
+}
+
+// Snapshot copies the counters (each read atomically, not all at one instant).
+func (s *Stats) Snapshot() StatsSnapshot {
+	v := StatsSnapshot{
+		RxPackets: s.rxPackets.Load(), RxBytes: s.rxBytes.Load(),
+		TxPackets: s.txPackets.Load(), TxBytes: s.txBytes.Load(),
+		SeqLost: s.seqLost.Load(), TxStalls: s.txStalls.Load(),
+		TxStallNanos: s.txStallNs.Load(),
+	}
+	for i := range v.Drops {
+		v.Drops[i] = s.rxDrops[i].Load() + s.txDrops[i].Load()
+	}
+	return v
+}
+
+// Dropped is the sum of all drop counters.
+func (v StatsSnapshot) Dropped() uint64 {
+	var n uint64
+	for _, d := range v.Drops {
+		n += d
+	}
+	return n
+}
+
+// String is a one-line summary for logs and SIGUSR1, listing only non-zero
+// drops, e.g. "rx 10 pkts 1480 B, tx 9 pkts 1332 B, drops cookie=1 kernel=3".
+func (v StatsSnapshot) String() string {
+	var b strings.Builder
+	b.WriteString("rx " + strconv.FormatUint(v.RxPackets, 10) + " pkts " +
+		strconv.FormatUint(v.RxBytes, 10) + " B, tx " +
+		strconv.FormatUint(v.TxPackets, 10) + " pkts " +
+		strconv.FormatUint(v.TxBytes, 10) + " B")
+	sep := ", drops "
+	for i, n := range v.Drops {
+		if n != 0 {
+			b.WriteString(sep + Drop(i).String() + "=" + strconv.FormatUint(n, 10))
+			sep = " "
+		}
+	}
+	if v.SeqLost != 0 {
+		b.WriteString(", seq_lost " + strconv.FormatUint(v.SeqLost, 10))
+	}
+	if v.TxStalls != 0 {
+		b.WriteString(", tx_stalls " + strconv.FormatUint(v.TxStalls, 10) +
+			" (" + time.Duration(v.TxStallNanos).String() + ")")
+	}
+	return b.String()
+}

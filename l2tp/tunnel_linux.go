@@ -1,0 +1,129 @@
+package l2tp
+
+import (
+	"fmt"
+	"os"
+	"sync/atomic"
+)
+
+const (
+	// DefaultBatchSize is TunnelOptions.BatchSize when left 0.
+	DefaultBatchSize = 64
+	// MaxBatchSize bounds TunnelOptions.BatchSize (and the receive ring's
+	// memory: one 64 KiB buffer per slot).
+	MaxBatchSize = 1024
+	// recvBufSize is a receive slot's size: the largest IP datagram plus
+	// room, so nothing a legal peer sends is truncated.
+	recvBufSize = 65536 + 128
+)
+
+// TunnelOptions tune a Tunnel; the zero value gives the defaults.
+type TunnelOptions struct {
+	// BatchSize is how many datagrams one recvmmsg/sendmmsg moves at most:
+	// default 64, at most 1024.
+	BatchSize int
+
+	// recvBuf overrides recvBufSize (tests make it small to see truncation).
+	recvBuf int
+}
+
+// Tunnel is one static L2TPv3 Ethernet pseudowire on its own socket: the
+// VM-facing code reads decapsulated frames from it and writes frames to be
+// encapsulated. One goroutine may call ReadFrames while another calls
+// WriteFrames; the two directions share no lock and no mutable state.
+type Tunnel struct {
+	cfg    Config
+	batch  int
+	hl     int
+	local  string
+	peer   string
+	stats  *Stats
+	f      *os.File
+	closed atomic.Bool
+	rx     *rxRing  // owned by the ReadFrames goroutine
+	tx     *txQueue // owned by the WriteFrames goroutine
+}
+
+// Open validates cfg, resolves Src and Dst with the family it selects, and
+// opens the socket bound to Src (and SrcPort with UDP). The socket is not
+// connected: datagrams from other sources are seen, and counted as source
+// drops when cfg.PinPeer is on.
+func Open(cfg Config, opt TunnelOptions) (*Tunnel, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	batch := opt.BatchSize
+	if batch == 0 {
+		batch = DefaultBatchSize
+	}
+	if batch < 1 || batch > MaxBatchSize {
+		return nil, fmt.Errorf("l2tpv3: batch size %d: must be 1..%d", opt.BatchSize, MaxBatchSize)
+	}
+	bufSize := recvBufSize
+	if opt.recvBuf > 0 {
+		bufSize = opt.recvBuf
+	}
+	ep, err := resolveEndpoints(cfg)
+	if err != nil {
+		return nil, err
+	}
+	fd, local, err := openSocket(cfg, &ep)
+	if err != nil {
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "l2tpv3:"+socketName(cfg))
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("l2tpv3: socket %s: %w", socketName(cfg), err)
+	}
+	udp := cfg.Encap == EncapUDP
+	t := &Tunnel{
+		cfg:   cfg,
+		batch: batch,
+		hl:    cfg.HeaderLen(),
+		local: addrString(local, udp),
+		peer:  addrString(ep.peer.ap, udp),
+		stats: new(Stats),
+		f:     f,
+	}
+	t.rx = newRxRing(cfg, batch, bufSize, rc, ep.peer, t.stats)
+	t.tx = newTxQueue(cfg, batch, rc, f, ep.peer, t.stats)
+	return t, nil
+}
+
+// MaxFrameLen is the largest frame WriteFrames sends; longer ones are
+// dropped and counted as oversize. It is the largest datagram payload of
+// the socket minus Headroom (e.g. 65507-12 for UDP/IPv4 with the sublayer).
+func (t *Tunnel) MaxFrameLen() int { return t.tx.maxPkt - t.hl }
+
+// Headroom is the number of bytes WriteFrames needs in front of each frame:
+// Config().HeaderLen().
+func (t *Tunnel) Headroom() int { return t.hl }
+
+// BatchSize is the most datagrams one ReadFrames returns or one sendmmsg
+// sends; WriteFrames accepts more and sends them in several calls.
+func (t *Tunnel) BatchSize() int { return t.batch }
+
+// Stats are the tunnel's counters, readable from any goroutine.
+func (t *Tunnel) Stats() *Stats { return t.stats }
+
+// Config is the configuration the tunnel was opened with.
+func (t *Tunnel) Config() Config { return t.cfg }
+
+// LocalAddr is the bound address ("192.0.2.1:1701" with UDP, "192.0.2.1"
+// over IP).
+func (t *Tunnel) LocalAddr() string { return t.local }
+
+// PeerAddr is the resolved peer address packets are sent to, in the same
+// form as LocalAddr.
+func (t *Tunnel) PeerAddr() string { return t.peer }
+
+// Close closes the socket; blocked ReadFrames and WriteFrames calls return
+// net.ErrClosed, as do later ones. Calling it again does nothing.
+func (t *Tunnel) Close() error {
+	if !t.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	return t.f.Close()
+}

@@ -1,0 +1,59 @@
+package e2e
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/test/guest"
+)
+
+// TestKernelPeerNative checks the Linux-peer recipe: a guest running the
+// kernel's l2tp_eth, reached from the host through QEMU user networking,
+// and a guest on QEMU's native -netdev l2tpv3 ping each other.
+func TestKernelPeerNative(t *testing.T) {
+	guest.Require(t)
+	cases := []struct {
+		name   string
+		kernel guest.KernelPeerOptions // ports filled in below
+		qemu   string                  // extra -netdev l2tpv3 options
+	}{
+		{
+			name:   "plain",
+			kernel: guest.KernelPeerOptions{SessionID: 2, PeerSessionID: 1},
+			qemu:   "txsession=2,rxsession=1",
+		},
+		{
+			// Linux sends "cookie" and expects "peer_cookie"; QEMU writes
+			// its 64-bit cookies big-endian; counter=on fills the 4-byte
+			// default sublayer.
+			name: "cookie64+sublayer",
+			kernel: guest.KernelPeerOptions{SessionID: 0x10000, PeerSessionID: 7,
+				RxCookie: "a1b2c3d4e5f60718", TxCookie: "1122334455667788", L2SpecType: "default"},
+			qemu: "txsession=0x10000,rxsession=7,cookie64=on,txcookie=0x1122334455667788,rxcookie=0xa1b2c3d4e5f60718,counter=on",
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			srcPort := guest.FreeUDPPort()
+			ko := tc.kernel
+			ko.PeerPort = srcPort
+			k := guest.StartKernelPeer(t, ko)
+			a := guest.Start(t, guest.Options{
+				Name: "vmA",
+				IPs:  []string{"169.254.100.1/24"},
+				Args: append(guest.NativeL2TPv3(fmt.Sprintf(
+					"src=127.0.0.1,srcport=%d,dst=127.0.0.1,dstport=%d,udp=on,%s",
+					srcPort, k.HostPort, tc.qemu)), guest.NIC("n0", 1)...),
+			})
+			k.MustWaitReady(bootTimeout)
+			a.MustWaitReady(bootTimeout)
+			if err := a.Ping("169.254.100.2", 3, pingTimeout); err != nil {
+				t.Log(k.MustRun("ip -s l2tp show session; ip -s link show l2tpeth0", pingTimeout))
+				t.Fatal(err)
+			}
+			if err := k.Ping("169.254.100.1", 2, pingTimeout); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
