@@ -28,7 +28,7 @@ func TestKernelPeerNative(t *testing.T) {
 			// default sublayer.
 			name: "cookie64+sublayer",
 			kernel: guest.KernelPeerOptions{SessionID: 0x10000, PeerSessionID: 7,
-				RxCookie: "a1b2c3d4e5f60718", TxCookie: "1122334455667788", L2SpecType: "default"},
+				Cookie: "a1b2c3d4e5f60718", PeerCookie: "1122334455667788", L2SpecType: "default"},
 			qemu: "txsession=0x10000,rxsession=7,cookie64=on,txcookie=0x1122334455667788,rxcookie=0xa1b2c3d4e5f60718,counter=on",
 		},
 	}

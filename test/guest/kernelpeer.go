@@ -34,12 +34,12 @@ type KernelPeerOptions struct {
 	SessionID, PeerSessionID uint32
 	// TunnelID and PeerTunnelID default to 1 (they are not on the wire).
 	TunnelID, PeerTunnelID uint32
-	// RxCookie is the cookie the peer sends, TxCookie the one it expects
+	// Cookie is the cookie the peer sends, PeerCookie the one it expects
 	// to receive (Linux's meaning of "ip l2tp ... cookie/peer_cookie"):
 	// hex digits, 4 or 8 bytes; empty for none. Against QEMU -netdev
-	// l2tpv3: RxCookie = rxcookie, TxCookie = txcookie (QEMU writes its
+	// l2tpv3: Cookie = its rxcookie, PeerCookie = its txcookie (QEMU writes its
 	// cookies big-endian, so the digits are the same).
-	RxCookie, TxCookie string
+	Cookie, PeerCookie string
 	// L2SpecType is "none" (default; QEMU counter=off) or "default" (4-byte
 	// sublayer; QEMU counter=on).
 	L2SpecType string
@@ -108,11 +108,11 @@ func (kp *KernelPeer) setupScript() string {
 		o.TunnelID, o.PeerTunnelID, KernelPeerAddr, KernelPeerGateway, kernelPeerUDPPort, o.PeerPort)
 	fmt.Fprintf(&b, "ip l2tp add session name l2tpeth0 tunnel_id %d session_id %d peer_session_id %d l2spec_type %s",
 		o.TunnelID, o.SessionID, o.PeerSessionID, o.L2SpecType)
-	if o.RxCookie != "" {
-		fmt.Fprintf(&b, " cookie %s", o.RxCookie)
+	if o.Cookie != "" {
+		fmt.Fprintf(&b, " cookie %s", o.Cookie)
 	}
-	if o.TxCookie != "" {
-		fmt.Fprintf(&b, " peer_cookie %s", o.TxCookie)
+	if o.PeerCookie != "" {
+		fmt.Fprintf(&b, " peer_cookie %s", o.PeerCookie)
 	}
 	for _, a := range o.SessionArgs {
 		b.WriteString(" " + a)

@@ -1,0 +1,277 @@
+// Command bench measures the l2tpv3-netdev sidecar against QEMU's own
+// -netdev l2tpv3 (QEMU -M none, a hub between -netdev stream and -netdev
+// l2tpv3) and against bare UDP over loopback, in both directions, with
+// independent generators: a QEMU-stream writer and reader, and a
+// sendmmsg/recvmmsg L2TPv3 blaster and sink.
+//
+// Run it from the module root: go run ./test/bench [flags].
+package main
+
+import (
+	"cmp"
+	"errors"
+	"flag"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// config is the command line.
+type config struct {
+	runs         int
+	warm, window time.Duration
+	drainMax     time.Duration
+	sizes        []int
+	paths, dirs  []string
+	lossless     losslessSearch
+	noLossless   bool
+	batch        int
+	sidecarBatch int
+	writeBytes   int
+	sinkRcvbuf   int
+	sidecarBin   string
+	qemuBin      string
+	out          string
+}
+
+// parseFlags reads the command line into a config.
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.IntVar(&c.runs, "runs", 3, "runs of every trial; the table shows medians")
+	fs.DurationVar(&c.warm, "warmup", 500*time.Millisecond, "warm-up before each measurement window")
+	fs.DurationVar(&c.window, "window", 2*time.Second, "measurement window of each blast trial")
+	fs.DurationVar(&c.drainMax, "drain", 3*time.Second, "longest wait for in-flight frames after the source stops")
+	sizes := fs.String("sizes", "64,1500", "Ethernet frame sizes in bytes, comma-separated")
+	paths := fs.String("paths", "sidecar,qemu,limit", "devices under test: sidecar, qemu, limit")
+	dirs := fs.String("dirs", "encap,decap", "directions: encap (VM→net), decap (net→VM)")
+	fs.BoolVar(&c.noLossless, "no-lossless", false, "skip the decap lossless-rate search")
+	fs.IntVar(&c.lossless.steps, "lossless-steps", 6, "paced trials per lossless-rate search")
+	fs.DurationVar(&c.lossless.warm, "lossless-warmup", 300*time.Millisecond, "warm-up of each lossless trial")
+	fs.DurationVar(&c.lossless.window, "lossless-window", time.Second, "window of each lossless trial")
+	fs.Float64Var(&c.lossless.tolPct, "lossless-tol", 0.01, "loss in percent still counted as lossless")
+	fs.IntVar(&c.batch, "batch", 64, "generator messages per sendmmsg/recvmmsg")
+	fs.IntVar(&c.sidecarBatch, "sidecar-batch", 64, "the sidecar's --batch")
+	fs.IntVar(&c.writeBytes, "write-bytes", 128<<10, "stream writer bytes per write")
+	fs.IntVar(&c.sinkRcvbuf, "sink-rcvbuf", 32<<20, "UDP sink SO_RCVBUF (forced; the limit's and encap sink's)")
+	fs.StringVar(&c.sidecarBin, "sidecar", "", "sidecar binary (default: go build ./cmd/l2tpv3-netdev)")
+	fs.StringVar(&c.qemuBin, "qemu", "qemu-system-x86_64", "QEMU binary")
+	fs.StringVar(&c.out, "out", "test/bench/out/results.json", "JSON results file (relative: to the module root; empty: none)")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	for _, s := range strings.Split(*sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err == nil {
+			err = checkFrameSize(n)
+		}
+		if err != nil {
+			return c, fmt.Errorf("-sizes: %v", err)
+		}
+		c.sizes = append(c.sizes, n)
+	}
+	var err error
+	if c.paths, err = listFlag(*paths, pathSidecar, pathQEMU, pathLimit); err != nil {
+		return c, fmt.Errorf("-paths: %w", err)
+	}
+	if c.dirs, err = listFlag(*dirs, dirEncap, dirDecap); err != nil {
+		return c, fmt.Errorf("-dirs: %w", err)
+	}
+	if c.runs < 1 || c.batch < 1 || c.batch > 1024 || c.window <= 0 {
+		return c, fmt.Errorf("-runs, -window must be positive; -batch 1..1024")
+	}
+	return c, nil
+}
+
+// listFlag splits a comma-separated flag and checks each item is allowed.
+func listFlag(v string, allowed ...string) ([]string, error) {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		s = strings.TrimSpace(s)
+		if !slices.Contains(allowed, s) {
+			return nil, fmt.Errorf("%q: want some of %s", s, strings.Join(allowed, ","))
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// main runs the benchmark and prints the table.
+func main() {
+	c, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err == nil {
+		err = run(c)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+// run builds what it needs, runs every trial, and reports.
+func run(c config) error {
+	tmp, err := os.MkdirTemp("", "l2tpv3-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	c = locate(c, tmp)
+	r := &runner{batch: c.batch, writeBytes: c.writeBytes, sinkRcvbuf: c.sinkRcvbuf, drainMax: c.drainMax, dir: tmp,
+		devices: map[string]func() device{
+			pathSidecar: func() device { return &sidecar{bin: c.sidecarBin, batch: c.sidecarBatch} },
+			pathQEMU:    func() device { return &qemu{bin: c.qemuBin} },
+		}}
+	m := startMeta(c)
+	cells := measureAll(c, r)
+	finishMeta(m)
+	order := slices.SortedFunc(maps.Keys(cells), compareCells)
+	rows := buildRows(cells, order)
+	printTable(os.Stdout, rows)
+	if c.out == "" {
+		return nil
+	}
+	if err := writeJSON(c.out, m, rows); err != nil {
+		return err
+	}
+	fmt.Printf("\nwrote %s\n", c.out)
+	return nil
+}
+
+// locate anchors a relative -out at the module root and builds the sidecar
+// when no binary was given; without one, the sidecar is left out.
+func locate(c config, tmp string) config {
+	root, err := moduleRoot()
+	if c.out != "" && !filepath.IsAbs(c.out) && err == nil {
+		c.out = filepath.Join(root, c.out)
+	}
+	if !slices.Contains(c.paths, pathSidecar) || c.sidecarBin != "" {
+		return c
+	}
+	if err == nil {
+		c.sidecarBin, err = buildSidecar(root, tmp)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: sidecar not measured: %v\n", err)
+		c.paths = slices.DeleteFunc(c.paths, func(p string) bool { return p == pathSidecar })
+	}
+	return c
+}
+
+// measureAll runs every run of the flat-out trials, then every run of the
+// lossless searches (which start from the flat-out medians).
+func measureAll(c config, r *runner) map[cellKey]*cell {
+	cells := map[cellKey]*cell{}
+	at := func(k cellKey) *cell {
+		if cells[k] == nil {
+			cells[k] = &cell{}
+		}
+		return cells[k]
+	}
+	for run := 1; run <= c.runs; run++ {
+		for _, k := range blastCells(c) {
+			t := r.run(trialSpec{path: k.Path, dir: k.Dir, size: k.Size, warm: c.warm, window: c.window})
+			progress(run, c.runs, k, t)
+			at(k).Runs = append(at(k).Runs, t)
+		}
+	}
+	if c.noLossless || !slices.Contains(c.dirs, dirDecap) {
+		return cells
+	}
+	for run := 1; run <= c.runs; run++ {
+		for _, k := range losslessCells(c) {
+			blast := buildRows(cells, []cellKey{{k.Path, k.Dir, k.Size, modeBlast}})[0]
+			base := trialSpec{path: k.Path, dir: k.Dir, size: k.Size}
+			best, steps := c.lossless.search(r, base, blast.Mpps*1e6, blast.OfferedMpps*1e6,
+				func(t trialResult) { progress(run, c.runs, k, t) })
+			at(k).Runs = append(at(k).Runs, best)
+			at(k).Search = append(at(k).Search, steps)
+		}
+	}
+	return cells
+}
+
+// blastCells lists one run's flat-out trials, interleaving devices so that
+// background noise spreads over all of them.
+func blastCells(c config) []cellKey {
+	var ks []cellKey
+	for _, size := range c.sizes {
+		if slices.Contains(c.paths, pathLimit) {
+			ks = append(ks, cellKey{pathLimit, dirLoopback, size, modeBlast})
+		}
+		for _, dir := range c.dirs {
+			for _, p := range c.paths {
+				if p != pathLimit {
+					ks = append(ks, cellKey{p, dir, size, modeBlast})
+				}
+			}
+		}
+	}
+	return ks
+}
+
+// losslessCells lists one run's lossless searches: decap for each device,
+// and the loopback limit.
+func losslessCells(c config) []cellKey {
+	var ks []cellKey
+	for _, size := range c.sizes {
+		for _, p := range c.paths {
+			dir := dirDecap
+			if p == pathLimit {
+				dir = dirLoopback
+			}
+			ks = append(ks, cellKey{p, dir, size, modeLossless})
+		}
+	}
+	return ks
+}
+
+// compareCells orders table rows: direction, size, mode, then device.
+func compareCells(a, b cellKey) int {
+	rank := func(s string, order ...string) int { return slices.Index(order, s) }
+	return cmp.Or(
+		cmp.Compare(rank(a.Dir, dirEncap, dirDecap, dirLoopback), rank(b.Dir, dirEncap, dirDecap, dirLoopback)),
+		cmp.Compare(a.Size, b.Size),
+		cmp.Compare(rank(a.Mode, modeBlast, modeLossless), rank(b.Mode, modeBlast, modeLossless)),
+		cmp.Compare(rank(a.Path, pathSidecar, pathQEMU, pathLimit), rank(b.Path, pathSidecar, pathQEMU, pathLimit)))
+}
+
+// progress prints one trial's outcome on stderr.
+func progress(run, runs int, k cellKey, t trialResult) {
+	paced := ""
+	if t.RateMpps > 0 {
+		paced = fmt.Sprintf(" paced %.3f", t.RateMpps)
+	}
+	fmt.Fprintf(os.Stderr, "[%d/%d] %-7s %-8s %4dB %-8s%s: %.3f Mpps (offered %.3f), loss %.3f%% %s %s\n",
+		run, runs, k.Path, k.Dir, k.Size, k.Mode, paced, t.Mpps, t.OfferedMpps, t.LossPct,
+		notes([]trialResult{t}), t.Err)
+}
+
+// moduleRoot returns the directory of the enclosing Go module.
+func moduleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	mod := strings.TrimSpace(string(out))
+	if err != nil || mod == "" || mod == os.DevNull {
+		return "", fmt.Errorf("not inside the module (go env GOMOD: %q, %v)", mod, err)
+	}
+	return filepath.Dir(mod), nil
+}
+
+// buildSidecar compiles ./cmd/l2tpv3-netdev of the module at root into dir.
+func buildSidecar(root, dir string) (string, error) {
+	bin := filepath.Join(dir, "l2tpv3-netdev")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/l2tpv3-netdev")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/l2tpv3-netdev: %v\n%s", err, out)
+	}
+	return bin, nil
+}
