@@ -1,0 +1,27 @@
+// Package vhostuser is a vhost-user net back end (docs/interop/vhost-user.rst): QEMU or
+// another front end connects over a unix socket, shares the guest's memory and hands over
+// split virtqueues, and this package moves Ethernet frames in and out of them. It knows
+// nothing of what carries the frames further.
+//
+// A Server (Listen, Dial or FromFD) speaks the control protocol with one front end at a
+// time. When both vrings of queue pair i are started it calls Handler.QueuePairStarted
+// with a *QueuePair, whose ReadFrames (guest TX) and WriteFrames (guest RX) are the data
+// path: batched, allocation-free, parked in Go's netpoller on the kick eventfds.
+//
+// The guest is not trusted. Every address it publishes is bounds-checked against the
+// memory table before it is touched; descriptor chains are bounded, loops and nested
+// indirect tables refused; a guest that breaks a virtqueue rule gets that ring stopped and
+// counted (Stats.RingViolations), nothing else. A malformed or unknown control message ends
+// that connection with a logged reason, never the process, and every fd it carried is
+// closed.
+//
+// Files: message.go (wire format), conn.go (socket and SCM_RIGHTS), handler.go (request
+// table, fd-count and size checks, REPLY_ACK), session.go, vringmsg.go and memslots.go
+// (protocol state and handlers), memory.go (guest memory table), vring.go, chain.go, tx.go
+// and rx.go (split virtqueue), queuepair.go (the data-path API), eventfd.go (netpoller),
+// virtionet.go (features and header), stats.go, server.go (listen, dial, inherited fd).
+// vhosttest is an in-process front end for tests.
+//
+// The ring indexes are little-endian u16 fields accessed through 32-bit atomics on their
+// aligned words, so the package supports little-endian hosts only.
+package vhostuser

@@ -1,0 +1,40 @@
+package vhostuser
+
+// Stats are a server's counters since it was created, over every front end it served.
+// TX is the guest's transmit direction (frames read by ReadFrames), RX its receive direction
+// (frames written by WriteFrames).
+type Stats struct {
+	Connections    uint64 // front ends served, the current one included
+	ProtocolErrors uint64 // connections ended because of a malformed, unknown or failed message
+	RingViolations uint64 // rings stopped because the guest broke the virtqueue rules
+	TXFrames       uint64 // frames handed to ReadFrames callers
+	TXBytes        uint64 // their bytes, virtio-net header excluded
+	TXDropped      uint64 // guest frames discarded: empty, larger than the buffer, or on a disabled ring
+	RXFrames       uint64 // frames delivered into the guest
+	RXBytes        uint64 // their bytes, virtio-net header excluded
+	RXDropped      uint64 // frames no RX buffer layout of the ring could ever hold
+	Kicks          uint64 // guest kicks that woke a parked worker
+	Notifies       uint64 // used-buffer notifications sent to the guest
+	Waits          uint64 // times a worker parked waiting for the guest
+	MTU            int    // MTU set by the current front end (NET_SET_MTU), 0 if none
+}
+
+// addVrings folds the per-vring counters of one session into st.
+func (st *Stats) addVrings(vs []vringStats) {
+	for i := range vs {
+		v := &vs[i]
+		st.RingViolations += v.violations.Load()
+		st.Kicks += v.kicks.Load()
+		st.Notifies += v.notifies.Load()
+		st.Waits += v.waits.Load()
+		if i%2 == 0 {
+			st.RXFrames += v.frames.Load()
+			st.RXBytes += v.bytes.Load()
+			st.RXDropped += v.dropped.Load()
+		} else {
+			st.TXFrames += v.frames.Load()
+			st.TXBytes += v.bytes.Load()
+			st.TXDropped += v.dropped.Load()
+		}
+	}
+}

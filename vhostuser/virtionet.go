@@ -1,0 +1,77 @@
+package vhostuser
+
+import "encoding/binary"
+
+// Virtio feature bits this back end knows about (virtio 1.2 §5.1.3 and §6).
+const (
+	featNetMTU        uint64 = 1 << 3  // VIRTIO_NET_F_MTU: the guest reads the MTU from config space
+	featNetMrgRxbuf   uint64 = 1 << 15 // VIRTIO_NET_F_MRG_RXBUF: a frame may span several RX buffers
+	featNetMQ         uint64 = 1 << 22 // VIRTIO_NET_F_MQ: several queue pairs
+	featNotifyOnEmpty uint64 = 1 << 24 // VIRTIO_F_NOTIFY_ON_EMPTY: notify when the avail ring runs dry
+	featIndirectDesc  uint64 = 1 << 28 // VIRTIO_RING_F_INDIRECT_DESC: descriptor tables in guest memory
+	featEventIdx      uint64 = 1 << 29 // VIRTIO_RING_F_EVENT_IDX: used_event/avail_event suppression
+	featProtocol      uint64 = 1 << 30 // VHOST_USER_F_PROTOCOL_FEATURES
+	featVersion1      uint64 = 1 << 32 // VIRTIO_F_VERSION_1
+)
+
+// vhost-user protocol feature bits (docs/interop/vhost-user.rst).
+const (
+	protoMQ       uint64 = 1 << 0  // GET_QUEUE_NUM and several queue pairs
+	protoReplyAck uint64 = 1 << 3  // need_reply answered with a u64 status
+	protoNetMTU   uint64 = 1 << 4  // NET_SET_MTU
+	protoMemSlots uint64 = 1 << 15 // CONFIGURE_MEM_SLOTS: ADD_MEM_REG / REM_MEM_REG
+)
+
+// Split-ring descriptor and ring flags (virtio 1.2 §2.7).
+const (
+	descFNext     = 1 // the chain continues at desc.next
+	descFWrite    = 2 // device-writable buffer
+	descFIndirect = 4 // the buffer is a table of descriptors
+
+	availFNoInterrupt = 1 // avail->flags: the driver does not want used notifications
+	usedFNoNotify     = 1 // used->flags: the device does not want kicks
+)
+
+// Virtio-net header sizes: 12 bytes with VERSION_1 or MRG_RXBUF (it carries num_buffers),
+// 10 bytes for a legacy driver that negotiated neither.
+const (
+	netHdrLen       = 12
+	netHdrLenLegacy = 10
+	numBuffersOff   = 10 // offset of the le16 num_buffers field in the 12-byte header
+)
+
+// offeredFeatures returns the virtio feature set offered to the front end for cfg; the
+// checksum and segmentation offloads are deliberately absent (a later issue adds them).
+func offeredFeatures(cfg *Config) uint64 {
+	f := featVersion1 | featNetMrgRxbuf | featEventIdx | featIndirectDesc |
+		featNotifyOnEmpty | featProtocol
+	if cfg.Queues > 1 {
+		f |= featNetMQ
+	}
+	if cfg.MTU > 0 {
+		f |= featNetMTU
+	}
+	return f
+}
+
+// offeredProtocolFeatures returns the vhost-user protocol features this back end speaks.
+func offeredProtocolFeatures() uint64 {
+	return protoMQ | protoReplyAck | protoNetMTU | protoMemSlots
+}
+
+// hdrLenFor returns the virtio-net header length a driver with the acked features uses.
+func hdrLenFor(acked uint64) int {
+	if acked&(featVersion1|featNetMrgRxbuf) != 0 {
+		return netHdrLen
+	}
+	return netHdrLenLegacy
+}
+
+// putNetHdr writes a header for a received frame: no checksum or GSO information (those
+// offloads are not offered), num_buffers set when the header is 12 bytes long.
+func putNetHdr(h []byte, numBuffers uint16) {
+	clear(h)
+	if len(h) >= netHdrLen {
+		binary.LittleEndian.PutUint16(h[numBuffersOff:], numBuffers)
+	}
+}
