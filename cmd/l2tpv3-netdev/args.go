@@ -16,13 +16,15 @@ var errHelpShown = errors.New("help shown")
 
 // options is everything the command line says, validated.
 type options struct {
-	stream   backend.StreamAddr
+	stream   *backend.StreamAddr
+	vhost    *backend.VhostUserAddr
 	l2tp     l2tp.Config
 	batch    int
 	logLevel slog.Level
 }
 
 const usageHead = `Usage: l2tpv3-netdev --stream unix:PATH[,server=on|off] --l2tpv3 OPTIONS [flags]
+       l2tpv3-netdev --vhost-user PATH[,server=on|off] --l2tpv3 OPTIONS [flags]
 
 Carries a QEMU VM's NIC over a static L2TPv3 pseudowire (RFC 3931/4719).
 
@@ -33,6 +35,15 @@ QEMU side:
         and QEMU connects with -netdev stream,server=off,addr.type=unix,addr.path=PATH.
         server=off: the sidecar connects to QEMU's server=on socket and
         reconnects every reconnect seconds (default 1) when it drops.
+
+  --vhost-user PATH[,server=on|off][,queues=1][,mtu=N]   (also --socket-path PATH)
+        A vhost-user socket: the VM's virtio-net rings are served straight from
+        guest memory. server=on (default): the sidecar listens; QEMU uses
+        -chardev socket,id=c0,path=PATH,reconnect=1 -netdev vhost-user,chardev=c0
+        and needs shared guest RAM (-object memory-backend-memfd,share=on).
+        mtu=N offers the guest an MTU (VIRTIO_NET_F_MTU). One queue pair so far.
+  --print-capabilities
+        print {"type":"net"} (the vhost-user back-end convention) and exit
 
 L2TPv3 side:
   --l2tpv3 OPTIONS
@@ -56,6 +67,9 @@ func parseArgs(args []string, out io.Writer) (options, error) {
 	fs := flag.NewFlagSet("l2tpv3-netdev", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	stream := fs.String("stream", "", "")
+	vhost := fs.String("vhost-user", "", "")
+	fs.StringVar(vhost, "socket-path", "", "")
+	caps := fs.Bool("print-capabilities", false, "")
 	l2tpv3 := fs.String("l2tpv3", "", "")
 	fs.IntVar(&o.batch, "batch", 64, "")
 	level := fs.String("log-level", "info", "")
@@ -69,13 +83,18 @@ func parseArgs(args []string, out io.Writer) (options, error) {
 	case *help:
 		fmt.Fprint(out, usageHead, "L2TPv3 options (--l2tpv3):\n", l2tp.OptionHelp())
 		return o, errHelpShown
+	case *caps:
+		fmt.Fprintln(out, `{"type":"net"}`)
+		return o, errHelpShown
 	case *showVersion:
 		fmt.Fprintf(out, "l2tpv3-netdev %s\n", version)
 		return o, errHelpShown
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	case *stream == "":
-		return o, errors.New("--stream is required (where QEMU's -netdev stream socket is)")
+	case *stream == "" && *vhost == "":
+		return o, errors.New("--stream or --vhost-user is required (where QEMU meets the sidecar)")
+	case *stream != "" && *vhost != "":
+		return o, errors.New("--stream and --vhost-user are exclusive: one front end per process")
 	case *l2tpv3 == "":
 		return o, errors.New("--l2tpv3 is required (the pseudowire's option string)")
 	case o.batch < 1 || o.batch > 1024:
@@ -85,8 +104,18 @@ func parseArgs(args []string, out io.Writer) (options, error) {
 		return o, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
 	}
 	var err error
-	if o.stream, err = backend.ParseStreamAddr(*stream); err != nil {
-		return o, err
+	if *stream != "" {
+		a, err := backend.ParseStreamAddr(*stream)
+		if err != nil {
+			return o, err
+		}
+		o.stream = &a
+	} else {
+		a, err := backend.ParseVhostUserAddr(*vhost)
+		if err != nil {
+			return o, err
+		}
+		o.vhost = &a
 	}
 	if o.l2tp, err = l2tp.ParseOptions(*l2tpv3); err != nil {
 		return o, fmt.Errorf("--%w", err) // "--l2tpv3: missing dst"
