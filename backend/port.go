@@ -1,39 +1,340 @@
-// Package backend is the VM side of l2tpv3-netdev and the pump that joins it
-// to the L2TPv3 side: the -netdev stream front end, the adapter for
-// vhost-user queue pairs, and forwarding with flush-on-peer-ready
-// backpressure in both directions.
 package backend
 
-// Port is the VM side of one queue pair: a -netdev stream connection or a
-// vhost-user queue pair. One goroutine calls ReadFrames while another calls
-// WriteFrames; Close may be called from any goroutine and unblocks both.
-type Port interface {
-	// ReadFrames blocks until the VM has sent at least one frame, then
-	// copies up to len(bufs) frames into bufs[i][offset:] and sets sizes[i].
-	// It returns an error (io.EOF or one wrapping net.ErrClosed) once the
-	// VM side is gone.
-	ReadFrames(bufs [][]byte, sizes []int, offset int) (int, error)
-	// WriteFrames hands every frame to the VM, in order, blocking while the
-	// VM cannot take more (flush-on-peer-ready). It returns nil only when
-	// all frames were delivered.
-	WriteFrames(frames [][]byte) error
-	// BatchSize is the most frames one ReadFrames call returns.
-	BatchSize() int
-	// Close ends the VM side; idempotent.
-	Close() error
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
+)
+
+// DefaultBatch is the frames per batch in each direction when a port does
+// not say.
+const DefaultBatch = 64
+
+// PortSpec is a port as a user writes it: on the command line, in the
+// config file or in an admin request. The strings use the command line's
+// syntax (--stream, --vhost-user, --l2tpv3).
+type PortSpec struct {
+	Name      string `json:"name" toml:"name"`
+	Stream    string `json:"stream,omitempty" toml:"stream"`
+	VhostUser string `json:"vhost_user,omitempty" toml:"vhost-user"`
+	L2TPv3    string `json:"l2tpv3" toml:"l2tpv3"`
+	Batch     int    `json:"batch,omitempty" toml:"batch"`
 }
 
-// Network is the L2TPv3 side of a port (an *l2tp.Tunnel). One goroutine
-// calls ReadFrames while another calls WriteFrames.
-type Network interface {
-	// ReadFrames blocks until datagrams arrive and returns the good frames
-	// among them as slices valid until the next call (n may be 0).
-	ReadFrames(frames [][]byte) (int, error)
-	// WriteFrames encapsulates bufs[i][offset:offset+sizes[i]] in place and
-	// sends them all, blocking while the socket is full.
-	WriteFrames(bufs [][]byte, sizes []int, offset int) error
-	// Headroom is the room WriteFrames needs in front of each frame.
-	Headroom() int
-	// BatchSize is the most frames one ReadFrames call returns.
-	BatchSize() int
+// PortConfig is a validated PortSpec.
+type PortConfig struct {
+	Name      string
+	Stream    *StreamAddr
+	VhostUser *VhostUserAddr
+	L2TP      l2tp.Config
+	Batch     int
+}
+
+// Parse validates the spec; each error names the field and the reason.
+func (s PortSpec) Parse() (PortConfig, error) {
+	c := PortConfig{Name: s.Name, Batch: s.Batch}
+	if c.Batch == 0 {
+		c.Batch = DefaultBatch
+	}
+	switch {
+	case !validPortName(s.Name):
+		return c, fmt.Errorf("port name %q: want 1..64 letters, digits, '-', '_' or '.'", s.Name)
+	case s.Stream == "" && s.VhostUser == "":
+		return c, errors.New("--stream or --vhost-user is required (where QEMU meets the sidecar)")
+	case s.Stream != "" && s.VhostUser != "":
+		return c, errors.New("--stream and --vhost-user are exclusive: one front end per port")
+	case s.L2TPv3 == "":
+		return c, errors.New("--l2tpv3 is required (the pseudowire's option string)")
+	case c.Batch < 1 || c.Batch > 1024:
+		return c, fmt.Errorf("--batch %d: must be 1..1024", c.Batch)
+	}
+	if s.Stream != "" {
+		a, err := ParseStreamAddr(s.Stream)
+		if err != nil {
+			return c, err
+		}
+		c.Stream = &a
+	} else {
+		a, err := ParseVhostUserAddr(s.VhostUser)
+		if err != nil {
+			return c, err
+		}
+		c.VhostUser = &a
+	}
+	var err error
+	if c.L2TP, err = l2tp.ParseOptions(s.L2TPv3); err != nil {
+		return c, fmt.Errorf("--%w", err) // "--l2tpv3: missing dst"
+	}
+	return c, nil
+}
+
+// SocketPath is the unix socket the port's front end listens on or dials,
+// "" for tcp.
+func (c PortConfig) SocketPath() string {
+	switch {
+	case c.VhostUser != nil:
+		return c.VhostUser.Path
+	case c.Stream != nil && c.Stream.Network == "unix":
+		return c.Stream.Address
+	}
+	return ""
+}
+
+// validPortName keeps names usable in logs, metric labels and URLs.
+func validPortName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		ok := r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// PortState is where a port is in its life.
+type PortState string
+
+// The states a port goes through.
+const (
+	PortRunning PortState = "running" // front end serving, tunnel open
+	PortFailed  PortState = "failed"  // the network side failed; Err says why
+	PortClosed  PortState = "closed"  // Close was called
+)
+
+// frontEnd is the QEMU side of a port: a stream socket or vhost-user.
+type frontEnd interface {
+	Run(ctx context.Context) error
+	Close() error
+	Status() FrontEndStatus
+}
+
+// Port is one named NIC: a front end QEMU connects to, an L2TPv3 session,
+// and the pump between them, with goroutines of its own so that it starts,
+// fails and closes without touching other ports.
+type Port struct {
+	cfg  PortConfig
+	tun  *l2tp.Tunnel
+	pump *Pump
+	fe   frontEnd
+	log  *slog.Logger
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	mu     sync.Mutex // guards state and err
+	state  PortState
+	err    error
+	start  time.Time
+}
+
+// OpenPort opens the port's socket and front end, refusing at start what
+// cannot work (address in use, unresolvable peer, bad socket path). The
+// port forwards once Start is called.
+func OpenPort(cfg PortConfig, log *slog.Logger) (*Port, error) {
+	log = log.With("port", cfg.Name, "session", cfg.L2TP.SessionID)
+	tun, err := l2tp.Open(cfg.L2TP, l2tp.TunnelOptions{BatchSize: cfg.Batch})
+	if err != nil {
+		return nil, err
+	}
+	p := &Port{cfg: cfg, tun: tun, log: log, done: make(chan struct{}), state: PortRunning}
+	p.pump = NewPump(tun, func(n int) { tun.Stats().AddDrop(l2tp.DropVMDown, uint64(n)) })
+	if p.fe, err = openFrontEnd(cfg, p.pump, log); err != nil {
+		tun.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// openFrontEnd opens the front end the config names.
+func openFrontEnd(cfg PortConfig, pump *Pump, log *slog.Logger) (frontEnd, error) {
+	if cfg.VhostUser != nil {
+		return ListenVhostUser(*cfg.VhostUser, cfg.Batch, pump, log)
+	}
+	st, err := ListenStream(*cfg.Stream, cfg.Batch, log)
+	if err != nil {
+		return nil, err
+	}
+	return &streamFrontEnd{st, pump}, nil
+}
+
+// Start runs the port's goroutines: the network reader, the front end and
+// the drop logger. A network failure ends the port (state failed).
+func (p *Port) Start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	p.cancel = cancel
+	p.start = time.Now()
+	errc := make(chan error, 2)
+	go func() { errc <- p.pump.RunNetToVM() }()
+	go func() { errc <- p.fe.Run(ctx) }()
+	go logDrops(ctx, p.log, p.tun.Stats(), DropLogInterval)
+	go p.wait(errc)
+	p.log.Info("ready", "front_end", p.fe.Status().String(), "local", p.tun.LocalAddr(), "peer", p.tun.PeerAddr(),
+		"l2tpv3", p.cfg.L2TP.String(), "mtu_on_1500_underlay", 1500-p.cfg.L2TP.Overhead()-14)
+}
+
+// wait ends the port when either side stops, recording a failure unless
+// Close caused it.
+func (p *Port) wait(errc chan error) {
+	err := <-errc
+	p.mu.Lock()
+	if p.state == PortRunning {
+		p.state, p.err = PortFailed, err
+		if err == nil {
+			p.err = errors.New("front end stopped")
+		}
+		p.log.Error("port failed", "err", p.err)
+	}
+	p.mu.Unlock()
+	p.cancel()
+	p.fe.Close()
+	p.tun.Close()
+	<-errc
+	close(p.done)
+}
+
+// Close stops the port, closes its front end (removing its socket file)
+// and its tunnel, and waits for its goroutines; idempotent.
+func (p *Port) Close() error {
+	p.mu.Lock()
+	if p.state == PortRunning {
+		p.state = PortClosed
+	}
+	p.mu.Unlock()
+	if p.cancel == nil { // never started
+		p.fe.Close()
+		return p.tun.Close()
+	}
+	p.cancel()
+	p.fe.Close()
+	p.tun.Close()
+	<-p.done
+	return nil
+}
+
+// Done is closed once the port's goroutines have ended.
+func (p *Port) Done() <-chan struct{} { return p.done }
+
+// Err is why the port failed, nil while it runs or after Close.
+func (p *Port) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.state == PortFailed {
+		return p.err
+	}
+	return nil
+}
+
+// Name is the port's name.
+func (p *Port) Name() string { return p.cfg.Name }
+
+// Config is the port's validated configuration.
+func (p *Port) Config() PortConfig { return p.cfg }
+
+// Tunnel is the port's L2TPv3 session.
+func (p *Port) Tunnel() *l2tp.Tunnel { return p.tun }
+
+// Logger is the port's logger (port name and session on every line).
+func (p *Port) Logger() *slog.Logger { return p.log }
+
+// PortStatus is a port's state and counters at one moment, as the admin
+// API and metrics report it.
+type PortStatus struct {
+	Name     string             `json:"name"`
+	State    PortState          `json:"state"`
+	Error    string             `json:"error,omitempty"`
+	Uptime   float64            `json:"uptime_seconds"`
+	FrontEnd FrontEndStatus     `json:"front_end"`
+	L2TPv3   string             `json:"l2tpv3"`
+	Local    string             `json:"local"`
+	Peer     string             `json:"peer"`
+	Session  l2tp.StatsSnapshot `json:"session"`
+}
+
+// Status reports the port's state and counters.
+func (p *Port) Status() PortStatus {
+	p.mu.Lock()
+	st := PortStatus{Name: p.cfg.Name, State: p.state}
+	if p.err != nil && p.state == PortFailed {
+		st.Error = p.err.Error()
+	}
+	p.mu.Unlock()
+	if !p.start.IsZero() {
+		st.Uptime = time.Since(p.start).Seconds()
+	}
+	st.FrontEnd = p.fe.Status()
+	st.L2TPv3 = p.cfg.L2TP.String()
+	st.Local, st.Peer = p.tun.LocalAddr(), p.tun.PeerAddr()
+	st.Session = p.tun.Stats().Snapshot()
+	return st
+}
+
+// FrontEndStatus is the QEMU side of a port: what it is, whether a VM is
+// attached, and its counters (those that do not apply stay 0).
+type FrontEndStatus struct {
+	Kind           string `json:"kind"` // "stream" or "vhost-user"
+	Address        string `json:"address"`
+	Connected      bool   `json:"connected"`
+	Connections    uint64 `json:"connections"`
+	ProtocolErrors uint64 `json:"protocol_errors"` // stream: bad length prefix; vhost-user: bad message
+	RingViolations uint64 `json:"ring_violations"`
+	FromVMDropped  uint64 `json:"from_vm_dropped"`
+	ToVMDropped    uint64 `json:"to_vm_dropped"`
+	Waits          uint64 `json:"waits"`      // times the VM could not take frames
+	WaitNanos      uint64 `json:"wait_nanos"` // time spent waiting for it (stream)
+	MTU            int    `json:"mtu,omitempty"`
+}
+
+// String names the front end as logs print it.
+func (f FrontEndStatus) String() string { return f.Kind + " " + f.Address }
+
+// streamFrontEnd runs a Stream through the port's pump.
+type streamFrontEnd struct {
+	*Stream
+	pump *Pump
+}
+
+// Run serves QEMU connections through the pump.
+func (s *streamFrontEnd) Run(ctx context.Context) error { return s.Stream.Run(ctx, s.pump) }
+
+// Status reports the stream front end.
+func (s *streamFrontEnd) Status() FrontEndStatus {
+	s.mu.Lock()
+	connected := s.cur != nil
+	s.mu.Unlock()
+	return FrontEndStatus{Kind: "stream", Address: s.addr.String(), Connected: connected,
+		Connections: s.Stats.Connections.Load(), ProtocolErrors: s.Stats.BadLength.Load(),
+		Waits: s.Stats.Stalls.Load(), WaitNanos: s.Stats.StallNanos.Load()}
+}
+
+// DropLogInterval bounds drop logging: each reason at most once per interval.
+var DropLogInterval = time.Second
+
+// logDrops logs, at most once per interval and reason, how many packets
+// were dropped since the last line: a flood of bad packets gives a bounded
+// number of log lines and costs the data path nothing.
+func logDrops(ctx context.Context, log *slog.Logger, stats *l2tp.Stats, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	prev := stats.Snapshot()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cur := stats.Snapshot()
+		for d := range l2tp.Drop(l2tp.NumDrops) {
+			if n := cur.Drops[d] - prev.Drops[d]; n > 0 {
+				log.Warn("dropped packets", "reason", d.String(), "count", n, "total", cur.Drops[d])
+			}
+		}
+		prev = cur
+	}
 }

@@ -30,7 +30,7 @@ type Pump struct {
 }
 
 // portRef boxes an interface value for atomic.Pointer.
-type portRef struct{ port Port }
+type portRef struct{ port VMPort }
 
 // NewPump joins a network side to VM ports. vmDown counts frames that
 // arrive from the network while no VM is attached or while the VM goes away
@@ -78,7 +78,7 @@ func (p *Pump) RunNetToVM() error {
 // Serve attaches port, forwards what the VM sends to the network until the
 // port fails or closes, then detaches and closes it. It returns the error
 // that ended the port (io.EOF for an orderly close) or the network's error.
-func (p *Pump) Serve(port Port) error {
+func (p *Pump) Serve(port VMPort) error {
 	p.serving.Lock()
 	defer p.serving.Unlock()
 	ref := &portRef{port: port}

@@ -47,7 +47,7 @@ type StreamStats struct {
 
 // StreamPort is one QEMU -netdev stream connection: each frame is a 4-byte
 // big-endian length followed by the raw Ethernet frame, no virtio header.
-// It is a Port: one goroutine reads, another writes.
+// It is a VMPort: one goroutine reads, another writes.
 type StreamPort struct {
 	conn      net.Conn
 	rc        syscall.RawConn

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser"
 )
@@ -61,15 +62,17 @@ func ParseVhostUserAddr(spec string) (VhostUserAddr, error) {
 // VhostUser serves a VM's virtio-net queue pairs straight from guest memory
 // and forwards them through a Pump.
 type VhostUser struct {
-	srv  *vhostuser.Server
-	pump *Pump
-	log  *slog.Logger
+	srv    *vhostuser.Server
+	pump   *Pump
+	log    *slog.Logger
+	addr   VhostUserAddr
+	active atomic.Int32 // queue pairs started and not yet stopped
 }
 
 // ListenVhostUser opens the vhost-user socket (or prepares to dial it) and
 // attaches each started queue pair to pump.
 func ListenVhostUser(a VhostUserAddr, batch int, pump *Pump, log *slog.Logger) (*VhostUser, error) {
-	v := &VhostUser{pump: pump, log: log}
+	v := &VhostUser{pump: pump, log: log, addr: a}
 	cfg := vhostuser.Config{Queues: a.Queues, MTU: a.MTU, BatchSize: batch, Logger: log}
 	var err error
 	if a.Server {
@@ -98,10 +101,19 @@ func (v *VhostUser) Close() error { return v.srv.Close() }
 // Stats returns the vhost-user counters.
 func (v *VhostUser) Stats() vhostuser.Stats { return v.srv.Stats() }
 
+// Status reports the vhost-user front end.
+func (v *VhostUser) Status() FrontEndStatus {
+	s := v.srv.Stats()
+	return FrontEndStatus{Kind: "vhost-user", Address: v.addr.Path, Connected: v.active.Load() > 0,
+		Connections: s.Connections, ProtocolErrors: s.ProtocolErrors, RingViolations: s.RingViolations,
+		FromVMDropped: s.TXDropped, ToVMDropped: s.RXDropped, Waits: s.Waits, MTU: s.MTU}
+}
+
 // QueuePairStarted attaches a started queue pair to the pump; the pump's
 // Serve returns once the pair is stopped.
 func (v *VhostUser) QueuePairStarted(i int, q *vhostuser.QueuePair) {
 	v.log.Info("VM queue pair started", "queue", i)
+	v.active.Add(1)
 	go func() {
 		if err := v.pump.Serve(q); IsNetworkError(err) {
 			v.log.Error("network side failed", "queue", i, "err", err)
@@ -111,4 +123,7 @@ func (v *VhostUser) QueuePairStarted(i int, q *vhostuser.QueuePair) {
 
 // QueuePairStopped needs nothing: the pair's calls already returned and
 // Serve detaches it.
-func (v *VhostUser) QueuePairStopped(i int) { v.log.Info("VM queue pair stopped", "queue", i) }
+func (v *VhostUser) QueuePairStopped(i int) {
+	v.active.Add(-1)
+	v.log.Info("VM queue pair stopped", "queue", i)
+}

@@ -1,6 +1,7 @@
 package l2tp
 
 import (
+	"encoding/json"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -164,4 +165,41 @@ func (v StatsSnapshot) String() string {
 			" (" + time.Duration(v.TxStallNanos).String() + ")")
 	}
 	return b.String()
+}
+
+// statsJSON is StatsSnapshot as the admin API writes it.
+type statsJSON struct {
+	RxPackets    uint64            `json:"rx_packets"`
+	RxBytes      uint64            `json:"rx_bytes"`
+	TxPackets    uint64            `json:"tx_packets"`
+	TxBytes      uint64            `json:"tx_bytes"`
+	SeqLost      uint64            `json:"seq_lost"`
+	TxStalls     uint64            `json:"tx_stalls"`
+	TxStallNanos uint64            `json:"tx_stall_nanos"`
+	Drops        map[string]uint64 `json:"drops"`
+}
+
+// MarshalJSON writes the snapshot with drops keyed by reason name, as the
+// admin API reports it.
+func (v StatsSnapshot) MarshalJSON() ([]byte, error) {
+	j := statsJSON{v.RxPackets, v.RxBytes, v.TxPackets, v.TxBytes, v.SeqLost, v.TxStalls, v.TxStallNanos,
+		make(map[string]uint64, NumDrops)}
+	for d := range Drop(NumDrops) {
+		j.Drops[d.String()] = v.Drops[d]
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote; unknown reasons are ignored.
+func (v *StatsSnapshot) UnmarshalJSON(b []byte) error {
+	var j statsJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*v = StatsSnapshot{RxPackets: j.RxPackets, RxBytes: j.RxBytes, TxPackets: j.TxPackets, TxBytes: j.TxBytes,
+		SeqLost: j.SeqLost, TxStalls: j.TxStalls, TxStallNanos: j.TxStallNanos}
+	for d := range Drop(NumDrops) {
+		v.Drops[d] = j.Drops[d.String()]
+	}
+	return nil
 }

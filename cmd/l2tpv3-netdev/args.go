@@ -16,10 +16,7 @@ var errHelpShown = errors.New("help shown")
 
 // options is everything the command line says, validated.
 type options struct {
-	stream   *backend.StreamAddr
-	vhost    *backend.VhostUserAddr
-	l2tp     l2tp.Config
-	batch    int
+	ports    []backend.PortConfig
 	logLevel slog.Level
 }
 
@@ -64,14 +61,16 @@ Signals: SIGUSR1 prints the counters; SIGTERM or SIGINT exits cleanly (counters 
 // message naming it.
 func parseArgs(args []string, out io.Writer) (options, error) {
 	var o options
+	var spec backend.PortSpec
 	fs := flag.NewFlagSet("l2tpv3-netdev", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	stream := fs.String("stream", "", "")
-	vhost := fs.String("vhost-user", "", "")
-	fs.StringVar(vhost, "socket-path", "", "")
+	fs.StringVar(&spec.Name, "name", "port0", "")
+	fs.StringVar(&spec.Stream, "stream", "", "")
+	fs.StringVar(&spec.VhostUser, "vhost-user", "", "")
+	fs.StringVar(&spec.VhostUser, "socket-path", "", "")
 	caps := fs.Bool("print-capabilities", false, "")
-	l2tpv3 := fs.String("l2tpv3", "", "")
-	fs.IntVar(&o.batch, "batch", 64, "")
+	fs.StringVar(&spec.L2TPv3, "l2tpv3", "", "")
+	fs.IntVar(&spec.Batch, "batch", backend.DefaultBatch, "")
 	level := fs.String("log-level", "info", "")
 	showVersion := fs.Bool("version", false, "")
 	help := fs.Bool("help", false, "")
@@ -91,34 +90,17 @@ func parseArgs(args []string, out io.Writer) (options, error) {
 		return o, errHelpShown
 	case fs.NArg() > 0:
 		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
-	case *stream == "" && *vhost == "":
-		return o, errors.New("--stream or --vhost-user is required (where QEMU meets the sidecar)")
-	case *stream != "" && *vhost != "":
-		return o, errors.New("--stream and --vhost-user are exclusive: one front end per process")
-	case *l2tpv3 == "":
-		return o, errors.New("--l2tpv3 is required (the pseudowire's option string)")
-	case o.batch < 1 || o.batch > 1024:
-		return o, fmt.Errorf("--batch %d: must be 1..1024", o.batch)
 	}
 	if err := o.logLevel.UnmarshalText([]byte(*level)); err != nil {
 		return o, fmt.Errorf("--log-level %q: want debug, info, warn or error", *level)
 	}
-	var err error
-	if *stream != "" {
-		a, err := backend.ParseStreamAddr(*stream)
-		if err != nil {
-			return o, err
-		}
-		o.stream = &a
-	} else {
-		a, err := backend.ParseVhostUserAddr(*vhost)
-		if err != nil {
-			return o, err
-		}
-		o.vhost = &a
+	if spec.Batch == 0 {
+		return o, errors.New("--batch 0: must be 1..1024")
 	}
-	if o.l2tp, err = l2tp.ParseOptions(*l2tpv3); err != nil {
-		return o, fmt.Errorf("--%w", err) // "--l2tpv3: missing dst"
+	cfg, err := spec.Parse()
+	if err != nil {
+		return o, err
 	}
+	o.ports = []backend.PortConfig{cfg}
 	return o, nil
 }
