@@ -33,7 +33,14 @@ type txQueue struct {
 	maxPkt int // largest datagram payload for this socket
 
 	msgs []mmsghdr
-	iovs []unix.Iovec
+	iovs []unix.Iovec // one per packet; a message takes one or a GSO run
+
+	gsoMax int                 // largest GSO segment; 0: one message per packet
+	np     int                 // packets in iovs for the current flush
+	first  []int               // msgs[m]'s first packet in iovs
+	segs   []int               // packets in msgs[m]
+	fbytes []int               // frame bytes in msgs[m]
+	ctls   [][gsoCtlSpace]byte // msgs[m]'s UDP_SEGMENT control message
 
 	pos, end int // messages msgs[pos:end] are still to be sent
 	hl       int
@@ -59,14 +66,15 @@ func newTxQueue(c Config, batch int, rc syscall.RawConn, f *os.File, peer sockad
 		rc: rc, f: f, stats: s, enc: NewEncoder(c), peer: peer,
 		maxPkt: maxPayload(c), hl: c.HeaderLen(),
 		msgs: make([]mmsghdr, batch), iovs: make([]unix.Iovec, batch),
+		first: make([]int, batch), segs: make([]int, batch), fbytes: make([]int, batch),
+		ctls: make([][gsoCtlSpace]byte, batch),
 	}
 	for i := range q.msgs {
 		h := &q.msgs[i].Hdr
 		h.Name = q.peer.ptr()
 		h.Namelen = q.peer.len
-		h.Iov = &q.iovs[i]
-		h.SetIovlen(1)
 	}
+	_ = rc.Control(func(fd uintptr) { q.gsoMax = probeGSO(c, int(fd), peer) })
 	q.writeFn = q.send
 	q.sendFn = sendmmsg
 	return q
@@ -95,7 +103,7 @@ func (q *txQueue) send(fd uintptr) bool {
 		switch errno {
 		case 0:
 			if n == 0 { // cannot happen with messages to send; never spin
-				q.sendErrs++
+				q.sendErrs += uint64(q.segs[q.pos])
 				q.pos++
 				continue
 			}
@@ -104,11 +112,14 @@ func (q *txQueue) send(fd uintptr) bool {
 				q.stalled = false
 			}
 			for i := q.pos; i < q.pos+n; i++ {
-				q.sentB += int(q.iovs[i].Len) - q.hl
+				q.sent += q.segs[i]
+				q.sentB += q.fbytes[i]
 			}
-			q.sent += n
 			q.pos += n
-		case unix.EINTR:
+		case unix.EINTR, unix.ECONNREFUSED:
+			// ECONNREFUSED: an ICMP error an earlier datagram earned (on a
+			// connected socket), consumed by this call; this one was not
+			// sent: resend it.
 		case unix.EAGAIN, unix.ENOBUFS:
 			if !q.stalled {
 				q.stalled, q.stallAt = true, time.Now()
@@ -117,6 +128,14 @@ func (q *txQueue) send(fd uintptr) bool {
 			q.noBufs = errno == unix.ENOBUFS
 			return !q.armed // park only with a deadline armed
 		default:
+			if q.segs[q.pos] > 1 {
+				// The route refused the run (its MTU shrank, or it cannot
+				// segment): from here on every packet goes alone.
+				q.gsoMax = 0
+				from := q.first[q.pos]
+				q.pos, q.end = 0, q.plan(from)
+				continue
+			}
 			q.sendErrs++
 			q.pos++
 		}
@@ -145,18 +164,18 @@ func (t *Tunnel) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
 	var oversize uint64
 	var err error
 	for i := 0; i < len(bufs) && err == nil; {
-		m := 0
-		for ; i < len(bufs) && m < len(q.msgs); i++ {
+		np := 0
+		for ; i < len(bufs) && np < len(q.iovs); i++ {
 			if q.hl+sizes[i] > q.maxPkt {
 				oversize++
 				continue
 			}
 			pkt := q.enc.Encap(bufs[i], offset, sizes[i])
-			q.iovs[m].Base = &pkt[0]
-			q.iovs[m].SetLen(len(pkt))
-			m++
+			q.iovs[np].Base = &pkt[0]
+			q.iovs[np].SetLen(len(pkt))
+			np++
 		}
-		err = t.flush(m)
+		err = t.flush(np)
 	}
 	if oversize != 0 {
 		q.stats.txDrops[DropOversize].Add(oversize)
@@ -191,11 +210,36 @@ func checkFrames(bufs [][]byte, sizes []int, offset, hl int) error {
 	return nil
 }
 
-// flush sends msgs[:m], waiting out stalls on the netpoller with a bounded
-// deadline, and counts the stall time.
-func (t *Tunnel) flush(m int) error {
+// plan groups the packets iovs[from:np] into messages from msgs[0] on, GSO
+// runs where allowed, and returns how many messages it made.
+func (q *txQueue) plan(from int) int {
+	m := 0
+	for i := from; i < q.np; m++ {
+		k := gsoRun(q.iovs, i, q.np, q.gsoMax, q.maxPkt)
+		h := &q.msgs[m].Hdr
+		h.Iov = &q.iovs[i]
+		h.SetIovlen(k)
+		var seg uint64
+		if k > 1 {
+			seg = q.iovs[i].Len
+		}
+		setGSO(h, &q.ctls[m], seg)
+		fb := 0
+		for _, v := range q.iovs[i : i+k] {
+			fb += int(v.Len) - q.hl
+		}
+		q.first[m], q.segs[m], q.fbytes[m] = i, k, fb
+		i += k
+	}
+	return m
+}
+
+// flush sends the np packets in iovs, waiting out stalls on the netpoller
+// with a bounded deadline, and counts the stall time.
+func (t *Tunnel) flush(np int) error {
 	q := t.tx
-	q.pos, q.end = 0, m
+	q.np = np
+	q.pos, q.end = 0, q.plan(0)
 	var err error
 	for q.pos < q.end {
 		err = q.rc.Write(q.writeFn)
@@ -232,7 +276,7 @@ func (t *Tunnel) flush(m int) error {
 		q.stallNs += time.Since(q.stallAt)
 		q.stalled = false
 	}
-	for i := range m {
+	for i := range np {
 		q.iovs[i].Base = nil // do not keep the caller's buffers reachable
 	}
 	return err
