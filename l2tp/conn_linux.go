@@ -89,6 +89,11 @@ func setupSocket(fd int, c Config, ep *endpoints) (netip.AddrPort, error) {
 			return netip.AddrPort{}, fmt.Errorf("l2tpv3: setsockopt UDP_NO_CHECK6_RX: %w", err)
 		}
 	}
+	if c.Encap == EncapUDP {
+		// Take coalesced datagrams (a GSO peer on this host, NIC GRO):
+		// one receive for a run, split in ReadFrames. Optional.
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
+	}
 	if !c.IPv6 {
 		// Like the kernel's L2TP (ignore_df): no DF bit, so a path with a
 		// smaller MTU fragments the outer packet instead of dropping it.

@@ -38,27 +38,36 @@ func sendmmsg(fd uintptr, msgs []mmsghdr) (int, unix.Errno) {
 }
 
 // ctlSpace is the control buffer per received message: room for the
-// SO_RXQ_OVFL counter with margin.
+// SO_RXQ_OVFL counter and the UDP_GRO segment size, with margin.
 const ctlSpace = 64
 
-// rxqOverflow finds the SO_RXQ_OVFL drop counter in a received control
-// buffer without allocating (unix.ParseSocketControlMessage allocates).
-func rxqOverflow(ctl []byte) (uint32, bool) {
+// rxControl reads a received control buffer without allocating
+// (unix.ParseSocketControlMessage allocates): the SO_RXQ_OVFL drop counter
+// if present, and the UDP_GRO segment size of a coalesced datagram (0 when
+// the message is one datagram).
+func rxControl(ctl []byte) (ovfl uint32, hasOvfl bool, seg int) {
 	const hdr = unix.SizeofCmsghdr
 	for len(ctl) >= hdr {
 		h := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[0]))
 		l := int(h.Len)
 		if l < hdr || l > len(ctl) {
-			return 0, false
+			return
 		}
-		if h.Level == unix.SOL_SOCKET && h.Type == unix.SO_RXQ_OVFL && l >= hdr+4 {
-			return binary.NativeEndian.Uint32(ctl[hdr:]), true
+		switch {
+		case h.Level == unix.SOL_SOCKET && h.Type == unix.SO_RXQ_OVFL && l >= hdr+4:
+			ovfl, hasOvfl = binary.NativeEndian.Uint32(ctl[hdr:]), true
+		case h.Level == unix.SOL_UDP && h.Type == unix.UDP_GRO && l >= hdr+2:
+			if l >= hdr+4 {
+				seg = int(binary.NativeEndian.Uint32(ctl[hdr:]))
+			} else {
+				seg = int(binary.NativeEndian.Uint16(ctl[hdr:]))
+			}
 		}
 		next := unix.CmsgSpace(l - hdr)
 		if next >= len(ctl) {
-			return 0, false
+			return
 		}
 		ctl = ctl[next:]
 	}
-	return 0, false
+	return
 }

@@ -30,6 +30,9 @@ type rxRing struct {
 
 	want   int        // messages asked of the next recvmmsg
 	got    int        // messages the last recvmmsg returned
+	next   int        // first of them not yet wholly delivered
+	nextAt int        // where its next GRO segment starts (0: not begun)
+	seg    int        // its GRO segment size (its length if not coalesced)
 	errno  unix.Errno // its error, when it returned none
 	readFn func(fd uintptr) bool
 
@@ -99,6 +102,9 @@ func (t *Tunnel) ReadFrames(frames [][]byte) (int, error) {
 	if want == 0 {
 		return 0, fmt.Errorf("l2tpv3: ReadFrames: len(frames) is 0")
 	}
+	if r.next < r.got { // the rest of a coalesced batch
+		return r.deliver(frames[:want]), nil
+	}
 	for {
 		if t.closed.Load() {
 			return 0, net.ErrClosed
@@ -118,7 +124,8 @@ func (t *Tunnel) ReadFrames(frames [][]byte) (int, error) {
 		}
 		switch r.errno {
 		case 0:
-			return r.deliver(frames), nil
+			r.next, r.nextAt = 0, 0
+			return r.deliver(frames[:want]), nil
 		case unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN,
 			unix.ENETDOWN, unix.EPROTO, unix.ENOMEM, unix.ENOBUFS:
 			continue // a queued ICMP error or a transient shortage: read on
@@ -127,48 +134,80 @@ func (t *Tunnel) ReadFrames(frames [][]byte) (int, error) {
 	}
 }
 
-// deliver checks the r.got received messages, puts the good frames in
-// frames and counts the rest and the totals.
+// deliver checks the received messages from r.next on and puts the good
+// frames in frames, splitting coalesced (UDP_GRO) datagrams into their
+// segments without copying; what does not fit waits for the next call. It
+// counts the bad ones by reason and the totals.
 func (r *rxRing) deliver(frames [][]byte) int {
 	n, bytes := 0, 0
-	for i := range r.got {
-		m := &r.msgs[i]
-		r.kernelDrops(i)
-		if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
-			r.stats.rxDrops[DropTruncated].Add(1)
+	for ; r.next < r.got && n < len(frames); r.next, r.nextAt = r.next+1, 0 {
+		i := r.next
+		if r.nextAt == 0 && !r.admit(i) {
 			continue
 		}
-		if r.pin && !r.peer.matches(&r.names[i], m.Hdr.Namelen, r.pinPort) {
-			r.stats.rxDrops[DropSource].Add(1)
-			continue
+		pkt := r.buf[i*r.slot : i*r.slot+int(r.msgs[i].Len)]
+		for at := r.nextAt; at < len(pkt); at += r.seg {
+			if n == len(frames) {
+				r.nextAt = at
+				r.count(n, bytes)
+				return n
+			}
+			frame, reason, ok := r.dec.Decap(pkt[at:min(at+r.seg, len(pkt))])
+			if !ok {
+				r.stats.rxDrops[reason].Add(1)
+				continue
+			}
+			frames[n] = frame
+			n++
+			bytes += len(frame)
 		}
-		pkt := r.buf[i*r.slot : i*r.slot+int(m.Len)]
-		frame, reason, ok := r.dec.Decap(pkt)
-		if !ok {
-			r.stats.rxDrops[reason].Add(1)
-			continue
-		}
-		frames[n] = frame
-		n++
-		bytes += len(frame)
 	}
-	if n > 0 {
-		r.stats.addRx(uint64(n), uint64(bytes))
-	}
+	r.count(n, bytes)
 	return n
 }
 
-// kernelDrops reads the socket's cumulative drop count from a message's
-// SO_RXQ_OVFL control data and counts what is new since the last one.
-func (r *rxRing) kernelDrops(i int) {
+// admit checks message i as a whole (kernel drop count, truncation,
+// source) and sets its segment size; false: dropped and counted.
+func (r *rxRing) admit(i int) bool {
+	m := &r.msgs[i]
+	seg := r.control(i)
+	if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
+		r.stats.rxDrops[DropTruncated].Add(1)
+		return false
+	}
+	if m.Len == 0 {
+		r.stats.rxDrops[DropMalformed].Add(1)
+		return false
+	}
+	r.seg = int(m.Len)
+	if seg > 0 && seg < r.seg {
+		r.seg = seg
+	}
+	if r.pin && !r.peer.matches(&r.names[i], m.Hdr.Namelen, r.pinPort) {
+		r.stats.rxDrops[DropSource].Add(uint64((int(m.Len) + r.seg - 1) / r.seg))
+		return false
+	}
+	return true
+}
+
+// count adds delivered frames to the counters.
+func (r *rxRing) count(n, bytes int) {
+	if n > 0 {
+		r.stats.addRx(uint64(n), uint64(bytes))
+	}
+}
+
+// control reads message i's control data: it counts the kernel's new drops
+// (SO_RXQ_OVFL is cumulative) and returns the GRO segment size, 0 if none.
+func (r *rxRing) control(i int) int {
 	cl := min(int(r.msgs[i].Hdr.Controllen), ctlSpace)
 	if cl == 0 {
-		return
+		return 0
 	}
-	v, ok := rxqOverflow(r.ctl[i*ctlSpace : i*ctlSpace+cl])
-	if !ok || v == r.kernelSeen {
-		return
+	v, ok, seg := rxControl(r.ctl[i*ctlSpace : i*ctlSpace+cl])
+	if ok && v != r.kernelSeen {
+		r.stats.rxDrops[DropKernel].Add(uint64(v - r.kernelSeen))
+		r.kernelSeen = v
 	}
-	r.stats.rxDrops[DropKernel].Add(uint64(v - r.kernelSeen))
-	r.kernelSeen = v
+	return seg
 }
