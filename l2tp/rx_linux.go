@@ -67,6 +67,11 @@ func newRxRing(c Config, batch, slot int, rc syscall.RawConn, peer sockaddr, s *
 		h.SetIovlen(1)
 		h.Control = &r.ctl[i*ctlSpace]
 	}
+	if slot < 65535 {
+		// A coalesced datagram may be as large as the largest datagram;
+		// one too big for a slot would lose the whole run as truncated.
+		_ = rc.Control(func(fd uintptr) { _ = unix.SetsockoptInt(int(fd), unix.IPPROTO_UDP, unix.UDP_GRO, 0) })
+	}
 	r.readFn = r.recv
 	return r
 }
