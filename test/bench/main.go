@@ -35,6 +35,7 @@ type config struct {
 	sidecarBatch int
 	writeBytes   int
 	sinkRcvbuf   int
+	sinkGRO      bool
 	sidecarBin   string
 	qemuBin      string
 	out          string
@@ -59,6 +60,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.batch, "batch", 64, "generator messages per sendmmsg/recvmmsg")
 	fs.IntVar(&c.sidecarBatch, "sidecar-batch", 64, "the sidecar's --batch")
 	fs.IntVar(&c.writeBytes, "write-bytes", 128<<10, "stream writer bytes per write")
+	fs.BoolVar(&c.sinkGRO, "sink-gro", true, "encap sink takes coalesced runs (UDP_GRO), like a receiver behind a GRO NIC")
 	fs.IntVar(&c.sinkRcvbuf, "sink-rcvbuf", 32<<20, "UDP sink SO_RCVBUF (forced; the limit's and encap sink's)")
 	fs.StringVar(&c.sidecarBin, "sidecar", "", "sidecar binary (default: go build ./cmd/l2tpv3-netdev)")
 	fs.StringVar(&c.qemuBin, "qemu", "qemu-system-x86_64", "QEMU binary")
@@ -125,7 +127,7 @@ func run(c config) error {
 	}
 	defer os.RemoveAll(tmp)
 	c = locate(c, tmp)
-	r := &runner{batch: c.batch, writeBytes: c.writeBytes, sinkRcvbuf: c.sinkRcvbuf, drainMax: c.drainMax, dir: tmp,
+	r := &runner{batch: c.batch, writeBytes: c.writeBytes, sinkRcvbuf: c.sinkRcvbuf, sinkGRO: c.sinkGRO, drainMax: c.drainMax, dir: tmp,
 		devices: map[string]func() device{
 			pathSidecar: func() device { return &sidecar{bin: c.sidecarBin, batch: c.sidecarBatch} },
 			pathQEMU:    func() device { return &qemu{bin: c.qemuBin} },
@@ -136,6 +138,7 @@ func run(c config) error {
 	order := slices.SortedFunc(maps.Keys(cells), compareCells)
 	rows := buildRows(cells, order)
 	printTable(os.Stdout, rows)
+	fmt.Printf("encap sink UDP_GRO=%v (the sidecar's GSO runs arrive coalesced; -sink-gro=false splits them before the sink socket)\n", c.sinkGRO)
 	if c.out == "" {
 		return nil
 	}

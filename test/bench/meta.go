@@ -37,6 +37,7 @@ type meta struct {
 	SidecarBatch int       `json:"sidecar_batch"`
 	WriteBytes   int       `json:"stream_write_bytes"`
 	SinkRcvbuf   int       `json:"sink_rcvbuf"`
+	SinkGRO      bool      `json:"sink_gro"`
 	LossTolPct   float64   `json:"lossless_tol_pct"`
 	LossSteps    int       `json:"lossless_steps"`
 	LossWindowS  float64   `json:"lossless_window_s"`
@@ -48,7 +49,7 @@ func startMeta(c config) *meta {
 		Started: time.Now(), Method: method, Kernel: firstLine("uname", "-sr"), CPUs: runtime.NumCPU(),
 		GoVersion: runtime.Version(), QEMU: firstLine(c.qemuBin, "--version"), Sidecar: c.sidecarBin,
 		LoadStart: loadavg(), Runs: c.runs, WarmupS: c.warm.Seconds(), WindowS: c.window.Seconds(),
-		Batch: c.batch, SidecarBatch: c.sidecarBatch, WriteBytes: c.writeBytes, SinkRcvbuf: c.sinkRcvbuf,
+		Batch: c.batch, SidecarBatch: c.sidecarBatch, WriteBytes: c.writeBytes, SinkRcvbuf: c.sinkRcvbuf, SinkGRO: c.sinkGRO,
 		LossTolPct: c.lossless.tolPct, LossSteps: c.lossless.steps, LossWindowS: c.lossless.window.Seconds(),
 	}
 }

@@ -84,6 +84,7 @@ type runner struct {
 	batch      int
 	writeBytes int
 	sinkRcvbuf int
+	sinkGRO    bool
 	drainMax   time.Duration
 	dir        string
 }
@@ -195,7 +196,7 @@ func (r *runner) setup(spec trialSpec, dutPort, netPort int) (g *rig, err error)
 		if spec.dir == dirLoopback {
 			port, session = dutPort, rxSession
 		}
-		snk, err := newUDPSink(port, session, spec.size, r.batch, r.sinkRcvbuf)
+		snk, err := newUDPSink(port, session, spec.size, r.batch, r.sinkRcvbuf, r.sinkGRO)
 		if err != nil {
 			return g, err
 		}

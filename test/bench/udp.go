@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -162,20 +163,74 @@ type udpSink struct {
 	rep      sinkReport
 	seq      seqCheck
 	stopping atomic.Bool
+	ctl      []byte // sinkCtl bytes per message when UDP_GRO is on
 }
 
 // newUDPSink listens on port local with an rcvbuf-byte receive buffer.
-func newUDPSink(local int, session uint32, frameSize, batchSize, rcvbuf int) (*udpSink, error) {
+func newUDPSink(local int, session uint32, frameSize, batchSize, rcvbuf int, gro bool) (*udpSink, error) {
 	fd, err := udpSocket(local, 0, rcvbuf)
 	if err != nil {
 		return nil, err
 	}
-	return &udpSink{fd: fd, session: session, size: frameSize, batch: newMsgBatch(batchSize, 65536)}, nil
+	// Take coalesced runs like a receiver behind a GRO-capable NIC would:
+	// a GSO sender's run then arrives as one datagram (split in run).
+	gro = gro && unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1) == nil
+	s := &udpSink{fd: fd, session: session, size: frameSize, batch: newMsgBatch(batchSize, 65536)}
+	if gro {
+		s.ctl = make([]byte, batchSize*sinkCtl)
+	}
+	return s, nil
+}
+
+// sinkCtl is a sink message's control buffer: one UDP_GRO cmsg.
+const sinkCtl = 32
+
+// armControl points each message at its control buffer before a receive.
+func (s *udpSink) armControl() {
+	for i := range s.ctl {
+		s.ctl[i] = 0
+	}
+	for i := range s.batch.hdrs {
+		if s.ctl != nil {
+			h := &s.batch.hdrs[i].hdr
+			h.Control = &s.ctl[i*sinkCtl]
+			h.SetControllen(sinkCtl)
+		}
+	}
+}
+
+// segment is received message i's GRO segment size: its length when it
+// was not coalesced.
+func (s *udpSink) segment(i int) int {
+	seg := len(s.batch.received(i))
+	if s.ctl != nil {
+		if g := groSegment(s.ctl[i*sinkCtl : i*sinkCtl+int(s.batch.hdrs[i].hdr.Controllen)]); g > 0 {
+			return g
+		}
+	}
+	return seg
+}
+
+// groSegment reads the UDP_GRO segment size from one message's control data.
+func groSegment(ctl []byte) int {
+	const hdr = unix.SizeofCmsghdr
+	if len(ctl) < hdr+2 {
+		return 0
+	}
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[0]))
+	if h.Level != unix.SOL_UDP || h.Type != unix.UDP_GRO {
+		return 0
+	}
+	if int(h.Len) >= hdr+4 {
+		return int(binary.NativeEndian.Uint32(ctl[hdr:]))
+	}
+	return int(binary.NativeEndian.Uint16(ctl[hdr:]))
 }
 
 // run receives until stop.
 func (s *udpSink) run() error {
 	for !s.stopping.Load() {
+		s.armControl()
 		n, err := recvmmsg(s.fd, s.batch.hdrs)
 		if err != nil {
 			if retryable(err) {
@@ -185,14 +240,17 @@ func (s *udpSink) run() error {
 		}
 		good := uint64(0)
 		for i := range n {
-			frame, ok := parseL2TP(s.batch.received(i), s.session)
-			seq, isOurs := parseFrame(frame)
-			if !ok || !isOurs || len(frame) != s.size {
-				s.rep.Bad++
-				continue
+			buf, seg := s.batch.received(i), max(s.segment(i), 1)
+			for ; len(buf) > 0; buf = buf[min(seg, len(buf)):] {
+				frame, ok := parseL2TP(buf[:min(seg, len(buf))], s.session)
+				seq, isOurs := parseFrame(frame)
+				if !ok || !isOurs || len(frame) != s.size {
+					s.rep.Bad++
+					continue
+				}
+				s.seq.see(seq)
+				good++
 			}
-			s.seq.see(seq)
-			good++
 		}
 		s.good.Add(good)
 	}
