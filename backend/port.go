@@ -70,6 +70,9 @@ func (s PortSpec) Parse() (PortConfig, error) {
 	if c.L2TP, err = l2tp.ParseOptions(s.L2TPv3); err != nil {
 		return c, fmt.Errorf("--%w", err) // "--l2tpv3: missing dst"
 	}
+	if c.VhostUser != nil && c.VhostUser.MTU == 0 {
+		c.VhostUser.MTU = DefaultVhostUserMTU(c.L2TP)
+	}
 	return c, nil
 }
 
@@ -122,6 +125,7 @@ type frontEnd interface {
 type Port struct {
 	cfg  PortConfig
 	tun  *l2tp.Tunnel
+	net  *captureNetwork // tun with an optional capture (portcapture.go)
 	pump *Pump
 	fe   frontEnd
 	log  *slog.Logger
@@ -144,7 +148,8 @@ func OpenPort(cfg PortConfig, log *slog.Logger) (*Port, error) {
 		return nil, err
 	}
 	p := &Port{cfg: cfg, tun: tun, log: log, done: make(chan struct{}), state: PortRunning}
-	p.pump = NewPump(tun, func(n int) { tun.Stats().AddDrop(l2tp.DropVMDown, uint64(n)) })
+	p.net = newCaptureNetwork(tun)
+	p.pump = NewPump(p.net, func(n int) { tun.Stats().AddDrop(l2tp.DropVMDown, uint64(n)) })
 	if p.fe, err = openFrontEnd(cfg, p.pump, log); err != nil {
 		tun.Close()
 		return nil, err
@@ -202,6 +207,7 @@ func (p *Port) wait(errc chan error) {
 // Close stops the port, closes its front end (removing its socket file)
 // and its tunnel, and waits for its goroutines; idempotent.
 func (p *Port) Close() error {
+	defer p.closeCapture()
 	p.mu.Lock()
 	if p.state == PortRunning {
 		p.state = PortClosed
@@ -246,21 +252,23 @@ func (p *Port) Logger() *slog.Logger { return p.log }
 // PortStatus is a port's state and counters at one moment, as the admin
 // API and metrics report it.
 type PortStatus struct {
-	Name     string             `json:"name"`
-	State    PortState          `json:"state"`
-	Error    string             `json:"error,omitempty"`
-	Uptime   float64            `json:"uptime_seconds"`
-	FrontEnd FrontEndStatus     `json:"front_end"`
-	L2TPv3   string             `json:"l2tpv3"`
-	Local    string             `json:"local"`
-	Peer     string             `json:"peer"`
-	Session  l2tp.StatsSnapshot `json:"session"`
+	Name      string             `json:"name"`
+	SessionID uint32             `json:"session_id"` // the session received on (rxsession)
+	State     PortState          `json:"state"`
+	Error     string             `json:"error,omitempty"`
+	Uptime    float64            `json:"uptime_seconds"`
+	FrontEnd  FrontEndStatus     `json:"front_end"`
+	L2TPv3    string             `json:"l2tpv3"`
+	Local     string             `json:"local"`
+	Peer      string             `json:"peer"`
+	Session   l2tp.StatsSnapshot `json:"session"`
+	Capture   *CaptureStatus     `json:"capture,omitempty"` // a running capture
 }
 
 // Status reports the port's state and counters.
 func (p *Port) Status() PortStatus {
 	p.mu.Lock()
-	st := PortStatus{Name: p.cfg.Name, State: p.state}
+	st := PortStatus{Name: p.cfg.Name, SessionID: p.cfg.L2TP.SessionID, State: p.state}
 	if p.err != nil && p.state == PortFailed {
 		st.Error = p.err.Error()
 	}
@@ -272,27 +280,32 @@ func (p *Port) Status() PortStatus {
 	st.L2TPv3 = p.cfg.L2TP.String()
 	st.Local, st.Peer = p.tun.LocalAddr(), p.tun.PeerAddr()
 	st.Session = p.tun.Stats().Snapshot()
+	st.Capture = p.CaptureStatus()
 	return st
 }
 
 // FrontEndStatus is the QEMU side of a port: what it is, whether a VM is
 // attached, and its counters (those that do not apply stay 0).
 type FrontEndStatus struct {
-	Kind           string `json:"kind"` // "stream" or "vhost-user"
-	Address        string `json:"address"`
-	Connected      bool   `json:"connected"`
-	Connections    uint64 `json:"connections"`
-	ProtocolErrors uint64 `json:"protocol_errors"` // stream: bad length prefix; vhost-user: bad message
-	RingViolations uint64 `json:"ring_violations"`
-	FromVMDropped  uint64 `json:"from_vm_dropped"`
-	ToVMDropped    uint64 `json:"to_vm_dropped"`
-	Waits          uint64 `json:"waits"`      // times the VM could not take frames
-	WaitNanos      uint64 `json:"wait_nanos"` // time spent waiting for it (stream)
-	MTU            int    `json:"mtu,omitempty"`
+	Kind           string        `json:"kind"` // "stream" or "vhost-user"
+	Address        string        `json:"address"`
+	Connected      bool          `json:"connected"`
+	Connections    uint64        `json:"connections"`
+	ProtocolErrors uint64        `json:"protocol_errors"` // stream: bad length prefix; vhost-user: bad message
+	RingViolations uint64        `json:"ring_violations"`
+	FromVMDropped  uint64        `json:"from_vm_dropped"`
+	ToVMDropped    uint64        `json:"to_vm_dropped"`
+	Waits          uint64        `json:"waits"`      // times the VM could not take frames
+	WaitNanos      uint64        `json:"wait_nanos"` // time spent waiting for it (stream)
+	MTU            int           `json:"mtu,omitempty"`
+	OfferedMTU     int           `json:"offered_mtu,omitempty"` // vhost-user: VIRTIO_NET_F_MTU offered
+	Queues         []QueueStatus `json:"queues,omitempty"`      // vhost-user: per queue pair
+	RefusedPeers   uint64        `json:"refused_peers"`         // connections refused by allow-uid=
 }
 
-// String names the front end as logs print it.
-func (f FrontEndStatus) String() string { return f.Kind + " " + f.Address }
+// String names the front end as logs print it (vhost-user: with its queue
+// pairs and offered MTU).
+func (f FrontEndStatus) String() string { return f.Kind + " " + f.Address + f.vhostDetails() }
 
 // streamFrontEnd runs a Stream through the port's pump.
 type streamFrontEnd struct {
@@ -310,7 +323,7 @@ func (s *streamFrontEnd) Status() FrontEndStatus {
 	s.mu.Unlock()
 	return FrontEndStatus{Kind: "stream", Address: s.addr.String(), Connected: connected,
 		Connections: s.Stats.Connections.Load(), ProtocolErrors: s.Stats.BadLength.Load(),
-		Waits: s.Stats.Stalls.Load(), WaitNanos: s.Stats.StallNanos.Load()}
+		Waits: s.Stats.Stalls.Load(), WaitNanos: s.Stats.StallNanos.Load(), RefusedPeers: s.guard.Refused()}
 }
 
 // DropLogInterval bounds drop logging: each reason at most once per interval.

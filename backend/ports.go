@@ -11,6 +11,19 @@ import (
 // ErrNoPort is returned for a port name that is not running.
 var ErrNoPort = errors.New("no such port")
 
+// ErrPortExists matches (errors.Is) Add's refusal of a name or socket path
+// another port already has.
+var ErrPortExists = errors.New("port exists")
+
+// existsError is such a refusal, its message saying what is taken.
+type existsError string
+
+// Error says which name or socket is taken.
+func (e existsError) Error() string { return string(e) }
+
+// Is makes errors.Is(err, ErrPortExists) true.
+func (e existsError) Is(target error) bool { return target == ErrPortExists }
+
 // Ports is the set of named ports one process runs. Ports are added and
 // removed while the others carry traffic; the lock guards only the map,
 // never the data path.
@@ -30,12 +43,12 @@ func (ps *Ports) Add(cfg PortConfig) (*Port, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	if _, ok := ps.m[cfg.Name]; ok {
-		return nil, fmt.Errorf("port %s: a port of that name exists", cfg.Name)
+		return nil, existsError(fmt.Sprintf("port %s: a port of that name exists", cfg.Name))
 	}
 	if path := cfg.SocketPath(); path != "" {
 		for _, p := range ps.m {
 			if p.cfg.SocketPath() == path {
-				return nil, fmt.Errorf("port %s: socket %s is port %s's", cfg.Name, path, p.cfg.Name)
+				return nil, existsError(fmt.Sprintf("port %s: socket %s is port %s's", cfg.Name, path, p.cfg.Name))
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 )
@@ -11,46 +12,102 @@ import (
 // Frames the underlay cannot carry are counted by the network side.
 const MaxFrame = 4096 + 65536
 
-// Pump forwards frames between one network side and whichever VM port is
-// attached at the moment. The network side is read by one long-lived
-// goroutine (RunNetToVM); each attached port is read by the goroutine that
-// calls Serve. The two directions share no lock: the attached port is
-// published through an atomic pointer.
+// MaxQueues is the most queue pairs one pump serves (vhost-user queues=N).
+const MaxQueues = 16
+
+// Pump forwards frames between one network side and the VM ports attached
+// at the moment: one port (a -netdev stream connection, a single vhost-user
+// queue pair) or up to MaxQueues queue pairs of a multiqueue vhost-user NIC.
+//
+// Network → VM: one long-lived goroutine (RunNetToVM) reads the network
+// side and, with several queue pairs attached, steers each frame by a hash
+// of its flow to one of the pairs whose RX ring the guest has enabled
+// (steer.go), so a flow stays in order on one queue.
+//
+// VM → network: each attached port is read by the goroutine that serves it
+// (Serve, ServeQueue), with buffers and, with several queues, a network
+// sender of its own (senders.go).
+//
+// The two directions share no lock: the attached ports are published as a
+// whole through an atomic pointer, which the network reader loads once per
+// batch; mu is taken only to attach and detach.
 type Pump struct {
 	net    Network
 	vmDown func(n int)
 
-	attached atomic.Pointer[portRef]
+	attached atomic.Pointer[portSet]
 
-	// serving is held by Serve for the life of one port: one VM at a time,
-	// and it guards txBufs/txSizes, used only by the VM→network direction.
-	serving sync.Mutex
-	txBufs  [][]byte
-	txSizes []int
+	// mu guards ports, the working copy that attach and detach publish.
+	mu    sync.Mutex
+	ports [MaxQueues]*portRef
+
+	queues []*queue // per queue pair; fixed once serving starts
+	rx     *steerer // owned by RunNetToVM
 }
 
-// portRef boxes an interface value for atomic.Pointer.
+// portRef boxes an interface value, so that a port is identified by pointer.
 type portRef struct{ port VMPort }
 
-// NewPump joins a network side to VM ports. vmDown counts frames that
-// arrive from the network while no VM is attached or while the VM goes away
-// (they have nowhere to go); it may be nil.
+// portSet is the set of attached ports, immutable once published.
+type portSet struct {
+	ports [MaxQueues]*portRef // by queue pair; nil: none attached
+	live  []int               // the attached queue pairs, ascending
+}
+
+// queue is one queue pair's VM → network side.
+type queue struct {
+	// serving is held by ServeQueue for the life of one port: one port per
+	// queue pair at a time. It guards bufs and sizes, which only the
+	// serving goroutine uses.
+	serving sync.Mutex
+	send    NetSender
+	bufs    [][]byte
+	sizes   []int
+}
+
+// NewPump joins a network side to VM ports, one queue pair to begin with
+// (see ListenVhostUser for more). vmDown counts frames that arrive from the
+// network while no VM is attached or while the VM goes away (they have
+// nowhere to go); it may be nil.
 func NewPump(net Network, vmDown func(n int)) *Pump {
 	if vmDown == nil {
 		vmDown = func(int) {}
 	}
-	n := net.BatchSize()
-	p := &Pump{net: net, vmDown: vmDown, txBufs: make([][]byte, n), txSizes: make([]int, n)}
-	for i := range p.txBufs {
-		p.txBufs[i] = make([]byte, net.Headroom()+MaxFrame)
-	}
-	return p
+	return &Pump{net: net, vmDown: vmDown, queues: []*queue{{send: net}},
+		rx: newSteerer(net.BatchSize())}
 }
 
+// setQueues prepares n queue pairs, each with a network sender of its own
+// (one socket, one descriptor per sender; see senders.go). It must be called
+// before any port is served.
+func (p *Pump) setQueues(n int) error {
+	if n < 1 || n > MaxQueues {
+		return fmt.Errorf("queues=%d: must be 1..%d", n, MaxQueues)
+	}
+	if n == len(p.queues) {
+		return nil
+	}
+	qs := make([]*queue, n)
+	mu := new(sync.Mutex) // shared by the queue pairs if the network has no senders
+	for i := range qs {
+		s, err := newNetSender(p.net, mu)
+		if err != nil {
+			return fmt.Errorf("queue pair %d: %w", i, err)
+		}
+		qs[i] = &queue{send: s}
+	}
+	p.queues = qs
+	return nil
+}
+
+// Queues is the number of queue pairs the pump serves.
+func (p *Pump) Queues() int { return len(p.queues) }
+
 // RunNetToVM reads the network side until it fails (net.ErrClosed after
-// the tunnel is closed) and hands each batch to the attached VM, waiting
-// while the VM cannot take more: the socket is not read meanwhile, so the
-// batch stays in the receive ring and nothing is dropped in the process.
+// the tunnel is closed) and hands each batch to the attached VM port or
+// ports, waiting while the VM cannot take more: the socket is not read
+// meanwhile, so the batch stays in the receive ring and nothing is dropped
+// in the process.
 func (p *Pump) RunNetToVM() error {
 	frames := make([][]byte, p.net.BatchSize())
 	for {
@@ -61,34 +118,53 @@ func (p *Pump) RunNetToVM() error {
 		if n == 0 {
 			continue
 		}
-		ref := p.attached.Load()
-		if ref == nil {
+		set := p.attached.Load()
+		switch {
+		case set == nil:
 			p.vmDown(n)
-			continue
-		}
-		if err := ref.port.WriteFrames(frames[:n]); err != nil {
-			// The VM went away mid-batch: end the port so its reader
-			// (Serve) notices too, and count the batch as undeliverable.
-			ref.port.Close()
-			p.vmDown(n)
+		case len(set.live) == 1:
+			p.deliver(set.ports[set.live[0]], frames[:n])
+		default:
+			p.rx.steer(p, set, frames[:n])
 		}
 	}
 }
 
-// Serve attaches port, forwards what the VM sends to the network until the
-// port fails or closes, then detaches and closes it. It returns the error
-// that ended the port (io.EOF for an orderly close) or the network's error.
-func (p *Pump) Serve(port VMPort) error {
-	p.serving.Lock()
-	defer p.serving.Unlock()
+// deliver hands frames to one port, waiting while it cannot take them. If
+// the VM goes away mid-batch the port is closed, so that its reader
+// notices too, and the batch is counted as undeliverable.
+func (p *Pump) deliver(ref *portRef, frames [][]byte) {
+	if err := ref.port.WriteFrames(frames); err != nil {
+		ref.port.Close()
+		p.vmDown(len(frames))
+	}
+}
+
+// Serve is ServeQueue for queue pair 0: the stream front end's one port.
+func (p *Pump) Serve(port VMPort) error { return p.ServeQueue(0, port) }
+
+// ServeQueue attaches port as queue pair i, forwards what the VM sends to
+// the network until the port fails or closes, then detaches and closes it.
+// It returns the error that ended the port (io.EOF for an orderly close) or
+// the network's error. A second port for the same pair waits for the first
+// to be detached.
+func (p *Pump) ServeQueue(i int, port VMPort) error {
+	if i < 0 || i >= len(p.queues) {
+		port.Close()
+		return fmt.Errorf("queue pair %d: the pump serves %d", i, len(p.queues))
+	}
+	q := p.queues[i]
+	q.serving.Lock()
+	defer q.serving.Unlock()
 	ref := &portRef{port: port}
-	p.attached.Store(ref)
+	p.attach(i, ref)
 	defer func() {
-		p.attached.CompareAndSwap(ref, nil)
+		p.detach(i, ref)
 		port.Close()
 	}()
 	off := p.net.Headroom()
-	bufs, sizes := p.txBufs, p.txSizes
+	q.allocate(off, p.net.BatchSize())
+	bufs, sizes := q.bufs, q.sizes
 	if b := port.BatchSize(); b > 0 && b < len(bufs) {
 		bufs, sizes = bufs[:b], sizes[:b]
 	}
@@ -100,10 +176,55 @@ func (p *Pump) Serve(port VMPort) error {
 		if n == 0 {
 			continue
 		}
-		if err := p.net.WriteFrames(bufs[:n], sizes[:n], off); err != nil {
+		if err := q.send.WriteFrames(bufs[:n], sizes[:n], off); err != nil {
 			return errors.Join(errNetwork, err)
 		}
 	}
+}
+
+// allocate makes the queue's frame buffers the first time it is served;
+// later ports of the same pair reuse them.
+func (q *queue) allocate(headroom, batch int) {
+	if q.bufs != nil {
+		return
+	}
+	q.bufs, q.sizes = make([][]byte, batch), make([]int, batch)
+	for i := range q.bufs {
+		q.bufs[i] = make([]byte, headroom+MaxFrame)
+	}
+}
+
+// attach publishes ref as queue pair i.
+func (p *Pump) attach(i int, ref *portRef) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.ports[i] = ref
+	p.publish()
+}
+
+// detach withdraws ref from queue pair i, unless another port replaced it.
+func (p *Pump) detach(i int, ref *portRef) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ports[i] == ref {
+		p.ports[i] = nil
+		p.publish()
+	}
+}
+
+// publish stores a fresh portSet built from p.ports (nil when empty); call
+// it with mu held.
+func (p *Pump) publish() {
+	set := &portSet{ports: p.ports}
+	for i, r := range p.ports {
+		if r != nil {
+			set.live = append(set.live, i)
+		}
+	}
+	if len(set.live) == 0 {
+		set = nil
+	}
+	p.attached.Store(set)
 }
 
 // errNetwork marks a Serve error that came from the network side, which

@@ -25,13 +25,16 @@ type StreamAddr struct {
 	Server bool
 	// Reconnect is the client's retry interval.
 	Reconnect time.Duration
+	// Access is the socket file's owner, group and mode and the peer UID
+	// allowed (unix, server=on only; see access.go).
+	Access Access
 }
 
 // String renders the address in the --stream syntax.
 func (a StreamAddr) String() string {
 	s := a.Network + ":" + a.Address
 	if a.Server {
-		return s + ",server=on"
+		return s + ",server=on" + a.Access.String()
 	}
 	return s + ",server=off,reconnect-ms=" + strconv.FormatInt(a.Reconnect.Milliseconds(), 10)
 }
@@ -62,6 +65,9 @@ func ParseStreamAddr(spec string) (StreamAddr, error) {
 			return a, fmt.Errorf("--stream %q: %v", spec, err)
 		}
 	}
+	if err := a.Access.validFor(a.Network == "unix" && a.Server); err != nil {
+		return a, fmt.Errorf("--stream %q: %v", spec, err)
+	}
 	return a, nil
 }
 
@@ -86,7 +92,10 @@ func (a *StreamAddr) set(kv string) error {
 		}
 		a.Reconnect = time.Duration(n) * unit
 	default:
-		return fmt.Errorf("unknown key %q (want server, reconnect or reconnect-ms)", key)
+		if known, err := a.Access.set(key, val); known {
+			return err
+		}
+		return fmt.Errorf("unknown key %q (want server, reconnect, reconnect-ms, %s)", key, accessKeys)
 	}
 	return nil
 }
@@ -116,6 +125,7 @@ type Stream struct {
 	cur     *StreamPort
 	closed  bool
 	closeCh chan struct{}
+	guard   *peerGuard // allow-uid= check on accept; nil without a unix listener
 }
 
 // ListenStream prepares the front end: as server it binds now, so a socket
@@ -131,16 +141,19 @@ func ListenStream(addr StreamAddr, batch int, log *slog.Logger) (*Stream, error)
 			return nil, err
 		}
 	}
-	ln, err := net.Listen(addr.Network, addr.Address)
+	var ln net.Listener
+	err := bindPrivate(func() (err error) { ln, err = net.Listen(addr.Network, addr.Address); return err })
 	if err != nil {
 		return nil, fmt.Errorf("--stream %s: listen: %w", addr, err)
 	}
 	if addr.Network == "unix" {
 		ln.(*net.UnixListener).SetUnlinkOnClose(true)
-		if err := os.Chmod(addr.Address, 0o600); err != nil {
+		if err := addr.Access.apply(addr.Address); err != nil {
 			ln.Close()
 			return nil, fmt.Errorf("--stream %s: %w", addr, err)
 		}
+		s.guard = newPeerGuard(addr.Access, log, addr.Address)
+		ln = &guardedListener{ln, s.guard}
 	}
 	s.ln = ln
 	return s, nil

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser"
 )
 
@@ -19,11 +20,22 @@ type VhostUserAddr struct {
 	// Server makes the sidecar listen (QEMU -chardev socket,reconnect=N);
 	// otherwise it connects to a QEMU server=on chardev and reconnects.
 	Server bool
-	// Queues is the number of queue pairs offered.
+	// Queues is the number of queue pairs offered, 1..MaxQueues (QEMU:
+	// -netdev vhost-user,queues=N and virtio-net-pci,mq=on).
 	Queues int
-	// MTU, when not 0, is offered to the guest (VIRTIO_NET_F_MTU).
+	// MTU is offered to the guest (VIRTIO_NET_F_MTU), 68..65535. Left 0 by
+	// ParseVhostUserAddr when mtu= is not given; PortSpec.Parse then sets
+	// DefaultVhostUserMTU of the session.
 	MTU int
+	// Access is the socket file's owner, group and mode and the peer UID
+	// allowed (server=on only; see access.go).
+	Access Access
 }
+
+// DefaultVhostUserMTU is the MTU offered when mtu= is not given: the
+// largest inner MTU whose frames, encapsulated, fit a 1500-byte underlay
+// unfragmented (1446 for UDP/IPv4 with the 4-byte sublayer).
+func DefaultVhostUserMTU(c l2tp.Config) int { return 1500 - c.Overhead() - 14 }
 
 // ParseVhostUserAddr reads `PATH[,server=on|off][,queues=N][,mtu=N]`; the
 // sidecar listens by default.
@@ -41,8 +53,8 @@ func ParseVhostUserAddr(spec string) (VhostUserAddr, error) {
 			a.Server, err = parseOnOff(val)
 		case "queues":
 			a.Queues, err = strconv.Atoi(val)
-			if err == nil && a.Queues != 1 {
-				err = errors.New("only 1 queue pair is supported so far")
+			if err == nil && (a.Queues < 1 || a.Queues > MaxQueues) {
+				err = fmt.Errorf("must be 1..%d", MaxQueues)
 			}
 		case "mtu":
 			a.MTU, err = strconv.Atoi(val)
@@ -50,11 +62,20 @@ func ParseVhostUserAddr(spec string) (VhostUserAddr, error) {
 				err = errors.New("must be 68..65535")
 			}
 		default:
-			err = errors.New("unknown key (want server, queues or mtu)")
+			if known, aerr := a.Access.set(key, val); known {
+				if aerr != nil {
+					return a, fmt.Errorf("--vhost-user %q: %v", spec, aerr)
+				}
+				continue
+			}
+			err = errors.New("unknown key (want server, queues, mtu, " + accessKeys + ")")
 		}
 		if err != nil {
 			return a, fmt.Errorf("--vhost-user %q: %s=%s: %v", spec, key, val, err)
 		}
+	}
+	if err := a.Access.validFor(a.Server); err != nil {
+		return a, fmt.Errorf("--vhost-user %q: %v", spec, err)
 	}
 	return a, nil
 }
@@ -67,16 +88,28 @@ type VhostUser struct {
 	log    *slog.Logger
 	addr   VhostUserAddr
 	active atomic.Int32 // queue pairs started and not yet stopped
+	guard  *peerGuard   // allow-uid= check on accept (server=on)
 }
 
-// ListenVhostUser opens the vhost-user socket (or prepares to dial it) and
-// attaches each started queue pair to pump.
+// ListenVhostUser opens the vhost-user socket (or prepares to dial it),
+// gives the pump a.Queues queue pairs, and attaches each started queue pair
+// to the pump.
 func ListenVhostUser(a VhostUserAddr, batch int, pump *Pump, log *slog.Logger) (*VhostUser, error) {
+	if err := pump.setQueues(max(a.Queues, 1)); err != nil {
+		return nil, fmt.Errorf("--vhost-user %s: %w", a.Path, err)
+	}
 	v := &VhostUser{pump: pump, log: log, addr: a}
 	cfg := vhostuser.Config{Queues: a.Queues, MTU: a.MTU, BatchSize: batch, Logger: log}
 	var err error
 	if a.Server {
-		v.srv, err = vhostuser.Listen(a.Path, cfg, v)
+		v.guard = newPeerGuard(a.Access, log, a.Path)
+		cfg.Allow = v.guard.allow
+		err = bindPrivate(func() (err error) { v.srv, err = vhostuser.Listen(a.Path, cfg, v); return err })
+		if err == nil {
+			if err = a.Access.apply(a.Path); err != nil {
+				v.srv.Close()
+			}
+		}
 	} else {
 		v.srv, err = vhostuser.Dial(a.Path, cfg, v)
 	}
@@ -104,9 +137,14 @@ func (v *VhostUser) Stats() vhostuser.Stats { return v.srv.Stats() }
 // Status reports the vhost-user front end.
 func (v *VhostUser) Status() FrontEndStatus {
 	s := v.srv.Stats()
-	return FrontEndStatus{Kind: "vhost-user", Address: v.addr.Path, Connected: v.active.Load() > 0,
+	st := FrontEndStatus{Kind: "vhost-user", Address: v.addr.Path, Connected: v.active.Load() > 0,
 		Connections: s.Connections, ProtocolErrors: s.ProtocolErrors, RingViolations: s.RingViolations,
-		FromVMDropped: s.TXDropped, ToVMDropped: s.RXDropped, Waits: s.Waits, MTU: s.MTU}
+		FromVMDropped: s.TXDropped, ToVMDropped: s.RXDropped, Waits: s.Waits, MTU: s.MTU,
+		OfferedMTU: v.addr.MTU, Queues: make([]QueueStatus, len(s.Queues)), RefusedPeers: v.guard.Refused()}
+	for i, q := range s.Queues {
+		st.Queues[i] = QueueStatus{FromVM: q.TXFrames, ToVM: q.RXFrames}
+	}
+	return st
 }
 
 // QueuePairStarted attaches a started queue pair to the pump; the pump's
@@ -115,7 +153,7 @@ func (v *VhostUser) QueuePairStarted(i int, q *vhostuser.QueuePair) {
 	v.log.Info("VM queue pair started", "queue", i)
 	v.active.Add(1)
 	go func() {
-		if err := v.pump.Serve(q); IsNetworkError(err) {
+		if err := v.pump.ServeQueue(i, q); IsNetworkError(err) {
 			v.log.Error("network side failed", "queue", i, "err", err)
 		}
 	}()
@@ -126,4 +164,31 @@ func (v *VhostUser) QueuePairStarted(i int, q *vhostuser.QueuePair) {
 func (v *VhostUser) QueuePairStopped(i int) {
 	v.active.Add(-1)
 	v.log.Info("VM queue pair stopped", "queue", i)
+}
+
+// QueueStatus is one vhost-user queue pair's frame counts.
+type QueueStatus struct {
+	FromVM uint64 `json:"from_vm_frames"` // frames the guest sent on the pair
+	ToVM   uint64 `json:"to_vm_frames"`   // frames delivered into the pair
+}
+
+// vhostDetails is what String adds for vhost-user: " queues=N mtu=M".
+func (f FrontEndStatus) vhostDetails() string {
+	if f.OfferedMTU == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" queues=%d mtu=%d", len(f.Queues), f.OfferedMTU)
+}
+
+// QueueCounts prints the per-queue-pair frame counts, "" without any:
+// "q0 from_vm=12 to_vm=10, q1 from_vm=3 to_vm=5".
+func (f FrontEndStatus) QueueCounts() string {
+	var b strings.Builder
+	for i, q := range f.Queues {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "q%d from_vm=%d to_vm=%d", i, q.FromVM, q.ToVM)
+	}
+	return b.String()
 }

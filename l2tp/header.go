@@ -2,6 +2,7 @@ package l2tp
 
 import (
 	"encoding/binary"
+	"sync/atomic"
 
 	"golang.org/x/sys/cpu"
 )
@@ -33,11 +34,12 @@ const (
 // frames. The header is a template built once; only the sublayer is computed
 // per packet. An Encoder is used by one goroutine at a time.
 type Encoder struct {
-	hl      int        // header length
-	sub     int        // offset of the sublayer word in the header
-	mode    txSublayer // what goes in the sublayer
-	counter uint32     // last QEMU counter sent
-	ns      uint32     // next RFC sequence number
+	hl      int            // header length
+	sub     int            // offset of the sublayer word in the header
+	mode    txSublayer     // what goes in the sublayer
+	counter uint32         // last QEMU counter sent
+	ns      uint32         // next RFC sequence number
+	shared  *atomic.Uint32 // non-nil: a Tunnel's Senders share this numbering
 	tmpl    [maxHeaderLen]byte
 	_       cpu.CacheLinePad // keep other goroutines' data off our lines
 }
@@ -81,11 +83,9 @@ func (e *Encoder) Encap(buf []byte, off, n int) []byte {
 	copy(pkt[:e.hl], e.tmpl[:e.hl])
 	switch e.mode {
 	case txCounter:
-		e.counter++
-		binary.BigEndian.PutUint32(pkt[e.sub:], e.counter)
+		binary.BigEndian.PutUint32(pkt[e.sub:], e.nextCounter())
 	case txSeq:
-		binary.BigEndian.PutUint32(pkt[e.sub:], seqS|e.ns&seqMask)
-		e.ns++
+		binary.BigEndian.PutUint32(pkt[e.sub:], seqS|e.nextNs()&seqMask)
 	}
 	return pkt
 }

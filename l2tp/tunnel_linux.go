@@ -40,8 +40,9 @@ type Tunnel struct {
 	stats  *Stats
 	f      *os.File
 	closed atomic.Bool
-	rx     *rxRing  // owned by the ReadFrames goroutine
-	tx     *txQueue // owned by the WriteFrames goroutine
+	rx     *rxRing    // owned by the ReadFrames goroutine
+	tx     *txQueue   // owned by the WriteFrames goroutine
+	multi  *senderSet // Senders (multiqueue VMs), closed with the tunnel
 }
 
 // Open validates cfg, resolves Src and Dst with the family it selects, and
@@ -86,6 +87,7 @@ func Open(cfg Config, opt TunnelOptions) (*Tunnel, error) {
 		peer:  addrString(ep.peer.ap, udp),
 		stats: new(Stats),
 		f:     f,
+		multi: new(senderSet),
 	}
 	t.rx = newRxRing(cfg, batch, bufSize, rc, ep.peer, t.stats)
 	t.tx = newTxQueue(cfg, batch, rc, f, ep.peer, t.stats)
@@ -125,5 +127,6 @@ func (t *Tunnel) Close() error {
 	if !t.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	t.closeSenders()
 	return t.f.Close()
 }

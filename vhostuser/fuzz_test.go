@@ -259,7 +259,8 @@ func TestWriteFuzzCorpus(t *testing.T) {
 	if os.Getenv("VHOSTUSER_WRITE_CORPUS") == "" {
 		t.Skip("set VHOSTUSER_WRITE_CORPUS=1 to regenerate testdata/fuzz")
 	}
-	for name, seeds := range map[string][][]byte{"FuzzMessage": messageSeeds(), "FuzzDescChain": chainSeeds()} {
+	for name, seeds := range map[string][][]byte{"FuzzMessage": messageSeeds(), "FuzzDescChain": chainSeeds(),
+		"FuzzMemTable": memSeeds()} {
 		dir := filepath.Join("testdata", "fuzz", name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)

@@ -170,33 +170,60 @@ func (q *QueuePair) ReadFrames(bufs [][]byte, sizes []int, offset int) (int, err
 // Nothing is dropped except a frame that no ring of this size could ever hold, which is
 // counted. It returns an error wrapping net.ErrClosed when the pair is stopped or closed.
 func (q *QueuePair) WriteFrames(frames [][]byte) error {
+	_, err := q.write(frames, false)
+	return err
+}
+
+// ErrRXDisabled is returned by DeliverFrames when the front end has disabled the pair's RX
+// ring (a multiqueue guest that uses fewer queue pairs than the device offers).
+var ErrRXDisabled = errors.New("vhostuser: RX ring disabled by the front end")
+
+// DeliverFrames is WriteFrames for a caller that spreads frames over several queue pairs:
+// it waits for RX buffers like WriteFrames, but when it finds the RX ring disabled it
+// returns at once with the number of frames delivered and ErrRXDisabled, so that the rest
+// can go to an enabled pair instead of waiting for this one to be enabled again.
+func (q *QueuePair) DeliverFrames(frames [][]byte) (int, error) {
+	return q.write(frames, true)
+}
+
+// RXEnabled reports whether the front end has the pair's RX ring enabled; it takes no lock,
+// so a caller choosing among pairs for each batch may ask often.
+func (q *QueuePair) RXEnabled() bool { return q.rx.live.Load() }
+
+// write is WriteFrames and DeliverFrames: it returns how many frames were delivered.
+func (q *QueuePair) write(frames [][]byte, stopDisabled bool) (int, error) {
 	if !q.enter(&q.rxState) {
-		return errQueueClosed
+		return 0, errQueueClosed
 	}
 	defer q.exit(&q.rxState)
 	v := q.rx
+	done := 0
 	woke := false
-	for len(frames) > 0 {
+	for done < len(frames) {
 		v.mu.Lock()
 		if err := q.usable(v); err != nil {
 			v.mu.Unlock()
-			return err
+			return done, err
+		}
+		if !v.enabled && stopDisabled {
+			v.mu.Unlock()
+			return done, ErrRXDisabled
 		}
 		if woke {
 			v.disableNotify()
 		}
 		if v.enabled {
-			n, err := v.fillRX(frames)
-			frames = frames[n:]
+			n, err := v.fillRX(frames[done:])
+			done += n
 			if err != nil {
 				v.fail(err)
 				err = v.broken
 				v.mu.Unlock()
-				return err
+				return done, err
 			}
-			if len(frames) == 0 {
+			if done == len(frames) {
 				v.mu.Unlock()
-				return nil
+				return done, nil
 			}
 		}
 		kick, more := v.prepareSleep(v.enabled)
@@ -205,7 +232,7 @@ func (q *QueuePair) WriteFrames(frames [][]byte) error {
 			woke = v.park(kick)
 		}
 	}
-	return nil
+	return done, nil
 }
 
 // prepareSleep, under v.mu, clears a pending interrupt and (for an enabled ring) re-enables

@@ -382,3 +382,32 @@ func TestMemTableSwap(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 }
+
+// TestDeliverFramesDisabled: DeliverFrames delivers into an enabled RX ring,
+// and on a ring the front end disabled returns at once with ErrRXDisabled
+// and the count delivered, where WriteFrames would wait; RXEnabled follows
+// SET_VRING_ENABLE; per-queue counters see the frames.
+func TestDeliverFramesDisabled(t *testing.T) {
+	r := newRig(t, rigOpts{})
+	r.rxBuffers(8, 2048)
+	r.rx.Publish()
+	if !r.q.RXEnabled() {
+		t.Fatal("RX ring not reported enabled")
+	}
+	if n, err := r.q.DeliverFrames([][]byte{frame(60, 1), frame(60, 2)}); n != 2 || err != nil {
+		t.Fatalf("DeliverFrames = %d, %v", n, err)
+	}
+	if err := r.fe.Set(vhosttest.SetVringEnable, vhosttest.State(0, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if r.q.RXEnabled() {
+		t.Fatal("RX ring still reported enabled")
+	}
+	n, err := r.q.DeliverFrames([][]byte{frame(60, 3)})
+	if n != 0 || !errors.Is(err, ErrRXDisabled) {
+		t.Fatalf("DeliverFrames on a disabled ring = %d, %v", n, err)
+	}
+	if st := r.srv.Stats(); len(st.Queues) != 1 || st.Queues[0].RXFrames != 2 {
+		t.Fatalf("per-queue stats %+v", st.Queues)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -21,13 +22,17 @@ type Config struct {
 	// offered and QEMU needs -netdev vhost-user,queues=N.
 	Queues int
 	// MTU, when non-zero (68..65535), offers VIRTIO_NET_F_MTU; the value the guest sees
-	// still comes from QEMU's host_mtu property.
+	// still comes from QEMU's host_mtu property (sent back as NET_SET_MTU; one above MTU
+	// is accepted with a warning, since refusing it costs the guest its NIC).
 	MTU int
 	// BatchSize is what QueuePair.BatchSize reports, 1..1024 (default 64).
 	BatchSize int
 	// Logger receives connection-level events; nothing is logged per packet. Default:
 	// slog.Default().
 	Logger *slog.Logger
+	// Allow, when set, vets each accepted front end before any message is read (e.g. its
+	// SO_PEERCRED uid); a connection it refuses is closed and the next one awaited.
+	Allow func(c *net.UnixConn) bool
 }
 
 // withDefaults validates cfg and fills in its defaults.
@@ -92,7 +97,8 @@ func newServer(cfg Config, h Handler) (*Server, error) {
 	if h == nil {
 		return nil, errors.New("vhostuser: nil Handler")
 	}
-	return &Server{cfg: cfg, h: h, log: cfg.Logger, closedCh: make(chan struct{})}, nil
+	return &Server{cfg: cfg, h: h, log: cfg.Logger, closedCh: make(chan struct{}),
+		totals: Stats{Queues: make([]QueueStats, cfg.Queues)}}, nil
 }
 
 // Listen creates the socket at path for QEMU to connect to (-chardev socket,path=…,
@@ -219,6 +225,10 @@ func (s *Server) next() (*net.UnixConn, error) {
 	case s.ln != nil:
 		for {
 			c, err := s.ln.AcceptUnix()
+			if err == nil && s.cfg.Allow != nil && !s.cfg.Allow(c) {
+				c.Close() // refused; Allow counts and logs it
+				continue
+			}
 			if err == nil || s.isClosed() {
 				return c, err
 			}
@@ -349,6 +359,7 @@ func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.totals
+	st.Queues = slices.Clone(s.totals.Queues)
 	if s.cur != nil {
 		st.addVrings(s.cur.stats)
 		st.MTU = int(s.cur.mtu.Load())

@@ -85,7 +85,8 @@ func (s *session) resetRings(forget bool) {
 		v.errf.close()
 		v.call, v.errf, v.mem = nil, nil, nil
 		if forget {
-			v.num, v.addrSet, v.reread, v.lastAvail, v.usedIdx, v.enabled = 0, false, false, 0, 0, false
+			v.num, v.addrSet, v.reread, v.lastAvail, v.usedIdx = 0, false, false, 0, 0
+			v.setEnabled(false)
 			v.broken = nil
 		}
 		v.mu.Unlock()
@@ -251,6 +252,11 @@ func (s *session) netSetMTU(m *message) ([]byte, error) {
 		return nil, protoErr(reqNetSetMTU, "MTU %d out of 68..65535", mtu)
 	}
 	s.mtu.Store(int64(mtu))
+	if s.cfg.MTU != 0 && int(mtu) > s.cfg.MTU {
+		// Accepted: refusing would make QEMU give up the back end and the NIC.
+		s.log.Warn("vhostuser: front end set an MTU above the one offered (QEMU host_mtu)", "mtu", mtu, "offered", s.cfg.MTU)
+		return nil, nil
+	}
 	s.log.Info("vhostuser: front end set MTU", "mtu", mtu)
 	return nil, nil
 }

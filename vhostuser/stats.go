@@ -4,19 +4,27 @@ package vhostuser
 // TX is the guest's transmit direction (frames read by ReadFrames), RX its receive direction
 // (frames written by WriteFrames).
 type Stats struct {
-	Connections    uint64 // front ends served, the current one included
-	ProtocolErrors uint64 // connections ended because of a malformed, unknown or failed message
-	RingViolations uint64 // rings stopped because the guest broke the virtqueue rules
-	TXFrames       uint64 // frames handed to ReadFrames callers
-	TXBytes        uint64 // their bytes, virtio-net header excluded
-	TXDropped      uint64 // guest frames discarded: empty, larger than the buffer, or on a disabled ring
-	RXFrames       uint64 // frames delivered into the guest
-	RXBytes        uint64 // their bytes, virtio-net header excluded
-	RXDropped      uint64 // frames no RX buffer layout of the ring could ever hold
-	Kicks          uint64 // guest kicks that woke a parked worker
-	Notifies       uint64 // used-buffer notifications sent to the guest
-	Waits          uint64 // times a worker parked waiting for the guest
-	MTU            int    // MTU set by the current front end (NET_SET_MTU), 0 if none
+	Connections    uint64       // front ends served, the current one included
+	ProtocolErrors uint64       // connections ended because of a malformed, unknown or failed message
+	RingViolations uint64       // rings stopped because the guest broke the virtqueue rules
+	TXFrames       uint64       // frames handed to ReadFrames callers
+	TXBytes        uint64       // their bytes, virtio-net header excluded
+	TXDropped      uint64       // guest frames discarded: empty, larger than the buffer, or on a disabled ring
+	RXFrames       uint64       // frames delivered into the guest
+	RXBytes        uint64       // their bytes, virtio-net header excluded
+	RXDropped      uint64       // frames no RX buffer layout of the ring could ever hold
+	Kicks          uint64       // guest kicks that woke a parked worker
+	Notifies       uint64       // used-buffer notifications sent to the guest
+	Waits          uint64       // times a worker parked waiting for the guest
+	MTU            int          // MTU set by the current front end (NET_SET_MTU), 0 if none
+	Queues         []QueueStats // per queue pair, indexed by pair
+}
+
+// QueueStats are one queue pair's frame counts, to see how a multiqueue guest spreads its
+// traffic.
+type QueueStats struct {
+	TXFrames uint64 // frames the guest sent on the pair's TX ring
+	RXFrames uint64 // frames delivered into the pair's RX ring
 }
 
 // addVrings folds the per-vring counters of one session into st.
@@ -27,11 +35,17 @@ func (st *Stats) addVrings(vs []vringStats) {
 		st.Kicks += v.kicks.Load()
 		st.Notifies += v.notifies.Load()
 		st.Waits += v.waits.Load()
+		if i/2 >= len(st.Queues) {
+			st.Queues = append(st.Queues, QueueStats{})
+		}
+		q := &st.Queues[i/2]
 		if i%2 == 0 {
+			q.RXFrames += v.frames.Load()
 			st.RXFrames += v.frames.Load()
 			st.RXBytes += v.bytes.Load()
 			st.RXDropped += v.dropped.Load()
 		} else {
+			q.TXFrames += v.frames.Load()
 			st.TXFrames += v.frames.Load()
 			st.TXBytes += v.bytes.Load()
 			st.TXDropped += v.dropped.Load()

@@ -38,6 +38,7 @@ type vring struct {
 	call      *eventFile
 	errf      *eventFile
 	enabled   bool
+	live      atomic.Bool // enabled, for readers without mu (QueuePair.RXEnabled)
 	mem       *memTable
 
 	// Derived from the acked features.
@@ -260,7 +261,7 @@ func (v *vring) start(acked uint64) {
 	v.configure(acked)
 	v.started, v.broken, v.sigValid = true, nil, false
 	if acked&featProtocol == 0 {
-		v.enabled = true
+		v.setEnabled(true)
 	}
 	if err := v.translate(); err != nil {
 		v.fail(err)
@@ -286,6 +287,12 @@ func (v *vring) start(acked uint64) {
 			v.segs = make([]seg, maxSegs)
 		}
 	}
+}
+
+// setEnabled enables or disables the ring (SET_VRING_ENABLE); called under v.mu.
+func (v *vring) setEnabled(on bool) {
+	v.enabled = on
+	v.live.Store(on)
 }
 
 // remap re-translates a live ring after a memory-table or feature change.

@@ -174,7 +174,7 @@ func (s *session) setVringEnable(m *message) ([]byte, error) {
 	}
 	s.log.Debug("vhostuser: vring enable", "vring", st.index, "enable", st.num)
 	v.mu.Lock()
-	v.enabled = st.num == 1
+	v.setEnabled(st.num == 1)
 	if v.kick != nil {
 		v.kick.interrupt()
 	}

@@ -18,10 +18,13 @@ var errHelpShown = errors.New("help shown")
 type options struct {
 	ports    []backend.PortConfig
 	logLevel slog.Level
+	daemon   daemonOptions // --config, --check, --admin, --metrics, --pcap (config.go)
 }
 
 const usageHead = `Usage: l2tpv3-netdev --stream unix:PATH[,server=on|off] --l2tpv3 OPTIONS [flags]
        l2tpv3-netdev --vhost-user PATH[,server=on|off] --l2tpv3 OPTIONS [flags]
+       l2tpv3-netdev --config FILE [--check] [flags]
+       l2tpv3-netdev ports|port ... (a running daemon's admin socket; see below)
 
 Carries a QEMU VM's NIC over a static L2TPv3 pseudowire (RFC 3931/4719).
 
@@ -33,19 +36,46 @@ QEMU side:
         server=off: the sidecar connects to QEMU's server=on socket and
         reconnects every reconnect seconds (default 1) when it drops.
 
-  --vhost-user PATH[,server=on|off][,queues=1][,mtu=N]   (also --socket-path PATH)
+  --vhost-user PATH[,server=on|off][,queues=N][,mtu=N]   (also --socket-path PATH)
         A vhost-user socket: the VM's virtio-net rings are served straight from
         guest memory. server=on (default): the sidecar listens; QEMU uses
         -chardev socket,id=c0,path=PATH,reconnect=1 -netdev vhost-user,chardev=c0
         and needs shared guest RAM (-object memory-backend-memfd,share=on).
-        mtu=N offers the guest an MTU (VIRTIO_NET_F_MTU). One queue pair so far.
+        queues=N (1..16, default 1) offers N queue pairs (QEMU: -netdev
+        vhost-user,queues=N and -device virtio-net-pci,mq=on).
+        mtu=N (68..65535) is the MTU offered to the guest (VIRTIO_NET_F_MTU;
+        QEMU's host_mtu=N must match); default: what fits a 1500-byte underlay
+        after the L2TPv3 overhead (1446 for UDP/IPv4 with the sublayer).
   --print-capabilities
         print {"type":"net"} (the vhost-user back-end convention) and exit
+
+  Who may connect (--stream unix:PATH and --vhost-user PATH with server=on):
+        the socket file is created mode 0600, owned by the sidecar's user;
+        ,owner=USER|UID ,group=GROUP|GID ,mode=OCTAL change that (e.g.
+        group=kvm,mode=0660), and ,allow-uid=USER|UID serves only that peer
+        UID (SO_PEERCRED; others are closed, counted as vm_refused, logged
+        at most once a second).
 
 L2TPv3 side:
   --l2tpv3 OPTIONS
         QEMU's own -netdev l2tpv3 option string, e.g.
         src=192.0.2.1,dst=198.51.100.7,udp=on,srcport=1701,dstport=1701,txsession=0x10,rxsession=0x20
+
+Many ports, admin API, metrics, captures:
+  --config FILE      TOML: daemon settings and one [[port]] table per port
+                     (name, stream | vhost-user, l2tpv3, batch, pcap); a port
+                     that cannot start is logged by name, the others run
+  --check            validate the config and flags, name every bad port, exit 0/1
+  --admin PATH       admin API (HTTP+JSON) on a unix socket, mode 0600
+  --metrics ADDR     Prometheus /metrics on HOST:PORT (also on the admin socket)
+  --pcap PORT=FILE   capture port PORT's frames to a pcap file (repeatable)
+
+Subcommands (--admin PATH, default ` + defaultAdminPath + `):
+  l2tpv3-netdev ports                 ports with state and counters
+  l2tpv3-netdev port add NAME --stream ...|--vhost-user ... --l2tpv3 ... [--batch N]
+  l2tpv3-netdev port del NAME         close the port and remove its socket file
+  l2tpv3-netdev port show NAME        the port's status as JSON
+  l2tpv3-netdev port capture NAME FILE  (or NAME --stop) a pcap of the port's frames
 
 Other flags:
   --batch N          frames per batch in each direction (default 64, 1..1024)
@@ -72,6 +102,7 @@ func parseArgs(args []string, out io.Writer) (options, error) {
 	fs.StringVar(&spec.L2TPv3, "l2tpv3", "", "")
 	fs.IntVar(&spec.Batch, "batch", backend.DefaultBatch, "")
 	level := fs.String("log-level", "info", "")
+	o.daemon.register(fs)
 	showVersion := fs.Bool("version", false, "")
 	help := fs.Bool("help", false, "")
 	fs.BoolVar(help, "h", false, "")
@@ -97,10 +128,6 @@ func parseArgs(args []string, out io.Writer) (options, error) {
 	if spec.Batch == 0 {
 		return o, errors.New("--batch 0: must be 1..1024")
 	}
-	cfg, err := spec.Parse()
-	if err != nil {
-		return o, err
-	}
-	o.ports = []backend.PortConfig{cfg}
-	return o, nil
+	err := o.daemon.finish(&o, fs, spec)
+	return o, err
 }

@@ -22,7 +22,7 @@ func TestParseArgsRefuses(t *testing.T) {
 	}{
 		{[]string{"--l2tpv3", goodL2TP}, "--stream or --vhost-user is required"},
 		{[]string{"--stream", "unix:/a", "--vhost-user", "/b", "--l2tpv3", goodL2TP}, "exclusive"},
-		{[]string{"--vhost-user", "/b,queues=2", "--l2tpv3", goodL2TP}, "queues=2"},
+		{[]string{"--vhost-user", "/b,queues=17", "--l2tpv3", goodL2TP}, "queues=17: must be 1..16"},
 		{[]string{"--vhost-user", "/b,mtu=20", "--l2tpv3", goodL2TP}, "mtu=20: must be 68..65535"},
 		{[]string{"--stream", "unix:/tmp/x"}, "--l2tpv3 is required"},
 		{[]string{"--stream", "/tmp/x", "--l2tpv3", goodL2TP}, "want unix:PATH or tcp:HOST:PORT"},

@@ -1,46 +1,160 @@
 package main
 
 import (
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
+	"time"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend/admin"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend/metrics"
 )
 
-// run opens every port (refusing at start what cannot work), then forwards
-// until a signal, or until the only port fails.
-func run(o options) error {
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: o.logLevel}))
-	ports := backend.NewPorts(log)
-	defer ports.Close()
+// daemon is a running l2tpv3-netdev: its ports, the admin server that
+// starts them (listening only with --admin) and the metrics listener.
+type daemon struct {
+	log     *slog.Logger
+	ports   *backend.Ports
+	srv     *admin.Server
+	adminLn net.Listener
+	metrics *http.Server
+}
+
+// run opens the admin socket and metrics listener (refusing at start what
+// cannot work), starts every port (one that fails is logged by name, the
+// others run), then serves until a signal. Without an admin socket it also
+// ends when every port has ended, or when none could start.
+func run(o options, stderr io.Writer) error {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
+	d := &daemon{log: log, ports: backend.NewPorts(log)}
+	defer d.ports.Close()
+	d.srv = admin.NewServer(d.ports, log, metrics.Handler(func() []backend.PortStatus { return d.srv.Statuses() }))
+	if err := d.listen(o.daemon); err != nil {
+		return err
+	}
+	defer d.closeListeners()
+	started := d.startPorts(o)
+	if started == nil && d.adminLn == nil {
+		return d.noPortError(o)
+	}
+	return d.wait(started)
+}
+
+// listen opens the admin socket and the metrics listener, if asked for.
+func (d *daemon) listen(o daemonOptions) error {
+	if o.admin != "" {
+		ln, err := admin.Listen(o.admin)
+		if err != nil {
+			return fmt.Errorf("--admin: %w", err)
+		}
+		d.adminLn = ln
+		go d.srv.Serve(ln)
+		d.log.Info("admin API ready", "admin", o.admin)
+	}
+	if o.metrics != "" {
+		ln, err := net.Listen("tcp", o.metrics)
+		if err != nil {
+			d.closeListeners()
+			return fmt.Errorf("--metrics %s: %w", o.metrics, err)
+		}
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", metrics.Handler(d.srv.Statuses))
+		d.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go d.metrics.Serve(ln)
+		d.log.Info("metrics ready", "metrics", "http://"+ln.Addr().String()+"/metrics")
+	}
+	return nil
+}
+
+// closeListeners stops the admin API (its socket file removed) and metrics.
+func (d *daemon) closeListeners() {
+	d.srv.Close()
+	if d.metrics != nil {
+		d.metrics.Close()
+	}
+}
+
+// startPorts starts every good port and its --pcap capture, and reports
+// every refused one; it returns the ports that started.
+func (d *daemon) startPorts(o options) []*backend.Port {
+	for _, r := range o.daemon.refused {
+		d.srv.Refuse(r.spec, r.err)
+	}
+	var started []*backend.Port
 	for _, cfg := range o.ports {
-		if _, err := ports.Add(cfg); err != nil {
-			return err
+		p, err := d.srv.Start(cfg)
+		if err != nil {
+			continue
+		}
+		started = append(started, p)
+		if file := o.daemon.pcaps[cfg.Name]; file != "" {
+			if _, _, err := admin.StartFileCapture(p, file, true); err != nil {
+				p.Logger().Error("--pcap refused", "file", file, "err", err)
+			}
 		}
 	}
+	return started
+}
+
+// noPortError is the exit error when nothing could start and there is no
+// admin socket to add ports through: the single port's own error, or a
+// count.
+func (d *daemon) noPortError(o options) error {
+	sts := d.srv.Statuses()
+	if len(sts) == 1 {
+		return errors.New(sts[0].Error)
+	}
+	return fmt.Errorf("none of the %d ports could start (each is logged above)", len(sts))
+}
+
+// wait serves until SIGTERM/SIGINT (SIGUSR1 prints the counters). Without
+// an admin socket, it also returns once every port has ended, with the
+// last one's error.
+func (d *daemon) wait(started []*backend.Port) error {
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
-	only, _ := ports.Get(o.ports[0].Name)
+	defer signal.Stop(sigs)
+	allDone := make(chan error, 1)
+	if d.adminLn == nil {
+		go func() { allDone <- waitAll(started) }()
+	}
 	for {
 		select {
 		case s := <-sigs:
 			if s == syscall.SIGUSR1 {
-				logCounters(ports.List())
+				logCounters(d.ports.List())
 				continue
 			}
-			log.Info("exiting", "signal", s.String())
-			list := ports.List()
-			ports.Close()
+			d.log.Info("exiting", "signal", s.String())
+			list := d.ports.List()
+			d.ports.Close()
 			logCounters(list)
 			return nil
-		case <-only.Done():
-			err := only.Err()
-			logCounters(ports.List())
+		case err := <-allDone:
+			logCounters(d.ports.List())
 			return err
 		}
 	}
+}
+
+// waitAll waits for every port to end and returns the last failure.
+func waitAll(ports []*backend.Port) error {
+	var err error
+	for _, p := range ports {
+		<-p.Done()
+		if e := p.Err(); e != nil {
+			err = fmt.Errorf("port %s: %w", p.Name(), e)
+		}
+	}
+	return err
 }
 
 // logCounters prints each port's session and front-end counters in one line.
@@ -48,9 +162,14 @@ func logCounters(ports []*backend.Port) {
 	for _, p := range ports {
 		st := p.Status()
 		fe := st.FrontEnd
-		p.Logger().Info("counters", "l2tpv3", st.Session.String(),
+		args := []any{"l2tpv3", st.Session.String(),
 			"vm_connections", fe.Connections, "vm_protocol_errors", fe.ProtocolErrors,
 			"vm_ring_violations", fe.RingViolations, "vm_from_dropped", fe.FromVMDropped,
-			"vm_to_dropped", fe.ToVMDropped, "vm_waits", fe.Waits, "vm_wait_ms", fe.WaitNanos/1e6)
+			"vm_to_dropped", fe.ToVMDropped, "vm_waits", fe.Waits, "vm_wait_ms", fe.WaitNanos / 1e6,
+			"vm_refused", fe.RefusedPeers, "goroutines", runtime.NumGoroutine()} // process-wide: leak checks
+		if q := fe.QueueCounts(); q != "" {
+			args = append(args, "vm_queues", q) // vhost-user: frames per queue pair
+		}
+		p.Logger().Info("counters", args...)
 	}
 }

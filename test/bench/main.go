@@ -50,7 +50,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.window, "window", 2*time.Second, "measurement window of each blast trial")
 	fs.DurationVar(&c.drainMax, "drain", 3*time.Second, "longest wait for in-flight frames after the source stops")
 	sizes := fs.String("sizes", "64,1500", "Ethernet frame sizes in bytes, comma-separated")
-	paths := fs.String("paths", "sidecar,qemu,limit", "devices under test: sidecar, qemu, limit")
+	paths := fs.String("paths", "sidecar,vhostuser,qemu,limit", "devices under test: sidecar (stream), vhostuser, qemu, limit")
 	dirs := fs.String("dirs", "encap,decap", "directions: encap (VM→net), decap (net→VM)")
 	fs.BoolVar(&c.noLossless, "no-lossless", false, "skip the decap lossless-rate search")
 	fs.IntVar(&c.lossless.steps, "lossless-steps", 6, "paced trials per lossless-rate search")
@@ -79,7 +79,7 @@ func parseFlags(args []string) (config, error) {
 		c.sizes = append(c.sizes, n)
 	}
 	var err error
-	if c.paths, err = listFlag(*paths, pathSidecar, pathQEMU, pathLimit); err != nil {
+	if c.paths, err = listFlag(*paths, pathSidecar, pathVhost, pathQEMU, pathLimit); err != nil {
 		return c, fmt.Errorf("-paths: %w", err)
 	}
 	if c.dirs, err = listFlag(*dirs, dirEncap, dirDecap); err != nil {
@@ -131,6 +131,9 @@ func run(c config) error {
 		devices: map[string]func() device{
 			pathSidecar: func() device { return &sidecar{bin: c.sidecarBin, batch: c.sidecarBatch} },
 			pathQEMU:    func() device { return &qemu{bin: c.qemuBin} },
+			pathVhost: func() device {
+				return &vhostSidecar{sidecar: sidecar{bin: c.sidecarBin, batch: c.sidecarBatch}}
+			},
 		}}
 	m := startMeta(c)
 	cells := measureAll(c, r)
@@ -156,7 +159,8 @@ func locate(c config, tmp string) config {
 	if c.out != "" && !filepath.IsAbs(c.out) && err == nil {
 		c.out = filepath.Join(root, c.out)
 	}
-	if !slices.Contains(c.paths, pathSidecar) || c.sidecarBin != "" {
+	needs := func(p string) bool { return p == pathSidecar || p == pathVhost }
+	if !slices.ContainsFunc(c.paths, needs) || c.sidecarBin != "" {
 		return c
 	}
 	if err == nil {
@@ -164,7 +168,7 @@ func locate(c config, tmp string) config {
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: sidecar not measured: %v\n", err)
-		c.paths = slices.DeleteFunc(c.paths, func(p string) bool { return p == pathSidecar })
+		c.paths = slices.DeleteFunc(c.paths, needs)
 	}
 	return c
 }
@@ -244,7 +248,7 @@ func compareCells(a, b cellKey) int {
 		cmp.Compare(rank(a.Dir, dirEncap, dirDecap, dirLoopback), rank(b.Dir, dirEncap, dirDecap, dirLoopback)),
 		cmp.Compare(a.Size, b.Size),
 		cmp.Compare(rank(a.Mode, modeBlast, modeLossless), rank(b.Mode, modeBlast, modeLossless)),
-		cmp.Compare(rank(a.Path, pathSidecar, pathQEMU, pathLimit), rank(b.Path, pathSidecar, pathQEMU, pathLimit)))
+		cmp.Compare(rank(a.Path, pathSidecar, pathVhost, pathQEMU, pathLimit), rank(b.Path, pathSidecar, pathVhost, pathQEMU, pathLimit)))
 }
 
 // progress prints one trial's outcome on stderr.

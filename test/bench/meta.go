@@ -14,7 +14,10 @@ const method = "Each trial starts the device afresh on free ports. Rates are fra
 	"encap: a stream writer pushes 4-byte-length-prefixed frames in big writes (it blocks under backpressure) " +
 	"to the device, whose L2TPv3/UDP packets a recvmmsg sink counts. decap: a sendmmsg blaster sends " +
 	"L2TPv3/UDP packets to the device, which writes the stream a reader counts. limit: the same blaster " +
-	"straight into the same sink (UDP over loopback, no device). blast = sources flat out; lossless = the " +
+	"straight into the same sink (UDP over loopback, no device). vhostuser: the sidecar with --vhost-user, " +
+	"the harness its front end (vhosttest: memfd guest memory, one queue pair of 256-entry split rings it " +
+	"fills and empties itself, EVENT_IDX), in place of the stream writer and reader. " +
+	"blast = sources flat out; lossless = the " +
 	"highest paced blaster rate (timerfd, 50 us ticks) losing at most lossless_tol_pct, found by bisection. " +
 	"Medians over runs. Gbit/s counts Ethernet frame bytes only."
 

@@ -14,6 +14,7 @@ const (
 	pathSidecar = "sidecar"
 	pathQEMU    = "qemu"
 	pathLimit   = "limit"
+	// pathVhost ("vhostuser") is in vhostuser.go.
 
 	dirEncap    = "encap"    // VM → net: stream writer → device → UDP sink
 	dirDecap    = "decap"    // net → VM: UDP blaster → device → stream reader
@@ -218,11 +219,17 @@ func (r *runner) setup(spec trialSpec, dutPort, netPort int) (g *rig, err error)
 			return g, err
 		}
 	}
-	if spec.dir == dirEncap {
+	rd, rings := g.dev.(ringDevice)
+	switch {
+	case spec.dir == dirEncap && rings:
+		g.src = rd.vmSource(spec.size)
+		return g, nil
+	case spec.dir == dirEncap:
 		g.src = newStreamWriter(g.conn, spec.size, r.writeBytes)
 		return g, nil
-	}
-	if spec.dir == dirDecap {
+	case spec.dir == dirDecap && rings:
+		g.snk = rd.vmSink(spec.size)
+	case spec.dir == dirDecap:
 		g.snk = newStreamReader(g.conn, spec.size)
 	}
 	src, err := newUDPBlaster(netPort, dutPort, rxSession, spec.size, r.batch, spec.rate)

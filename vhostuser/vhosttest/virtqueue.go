@@ -234,3 +234,17 @@ func (q *Virtqueue) WaitCall(d time.Duration) error {
 	q.Calls()
 	return nil
 }
+
+// DescAddr returns the buffer address in descriptor id (what the driver put there).
+func (q *Virtqueue) DescAddr(id uint16) uint64 {
+	return binary.LittleEndian.Uint64(q.Mem.At(q.Desc+16*uint64(id), 8))
+}
+
+// ArmUsedEvent asks for a notification at the next used entry (EVENT_IDX used_event),
+// clears a stale one, and reports whether an entry is already there, in which case the
+// caller should not wait.
+func (q *Virtqueue) ArmUsedEvent() bool {
+	q.Calls()
+	q.SetUsedEvent(q.lastUsed)
+	return q.UsedIdx() != q.lastUsed
+}

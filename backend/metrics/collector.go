@@ -1,0 +1,179 @@
+// Package metrics exports the ports' counters to Prometheus. The Collector
+// reads the ports' status at scrape time: nothing is added to the data path.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
+)
+
+// Namespace prefixes every metric name.
+const Namespace = "l2tpv3_netdev"
+
+// Directions as the direction label spells them: to_vm is network → VM
+// (decapsulated, the session's rx), to_network is VM → network (tx).
+const (
+	ToVM      = "to_vm"
+	ToNetwork = "to_network"
+)
+
+// portLabels are on every per-port metric.
+var portLabels = []string{"port", "session"}
+
+// familyNames are the exported metric names, in the order described.
+var familyNames []string
+
+// FamilyNames lists every metric name the Collector exports.
+func FamilyNames() []string { return append([]string(nil), familyNames...) }
+
+// newDesc describes one per-port metric with extra labels.
+func newDesc(name, help string, labels ...string) *prometheus.Desc {
+	familyNames = append(familyNames, Namespace+"_"+name)
+	return prometheus.NewDesc(Namespace+"_"+name, help, append(append([]string{}, portLabels...), labels...), nil)
+}
+
+// The metrics, one Desc each.
+var (
+	descPackets = newDesc("packets_total",
+		"Ethernet frames carried through the port, by direction (to_vm: from the tunnel to the VM; to_network: from the VM into the tunnel).", "direction")
+	descBytes = newDesc("bytes_total",
+		"Ethernet frame bytes carried through the port (without the L2TPv3 header), by direction.", "direction")
+	descDrops = newDesc("drops_total",
+		"Packets dropped by the L2TPv3 session, by reason (session, cookie, sequence, truncated, source, malformed, control, oversize, send_error, vm_down, kernel).", "reason")
+	descFrontEndDrops = newDesc("frontend_drops_total",
+		"Frames the front end dropped (vhost-user: unusable descriptors), by direction.", "direction")
+	descStalls = newDesc("backpressure_stalls_total",
+		"Times a direction waited for its peer (to_vm: the VM could not take frames; to_network: the socket was full).", "direction")
+	descStallSeconds = newDesc("backpressure_stall_seconds_total",
+		"Time spent waiting for the peer, by direction (to_vm is measured on stream front ends only).", "direction")
+	descSeqLost = newDesc("sequence_lost_total",
+		"Sequence numbers skipped by accepted packets (RFC 4719 sequencing).")
+	descConnected = newDesc("frontend_connected",
+		"1 while a VM (QEMU) is attached to the port's front end, else 0.")
+	descConnections = newDesc("frontend_connections_total",
+		"QEMU connections (stream) or sessions (vhost-user) served by the front end.")
+	descProtocolErrors = newDesc("frontend_protocol_errors_total",
+		"Front-end protocol errors (stream: impossible length prefix; vhost-user: bad message).")
+	descRingViolations = newDesc("frontend_ring_violations_total",
+		"Guest virtqueue violations seen by the vhost-user front end.")
+	descState = newDesc("port_state",
+		"1 for the port's current state (running, failed, closed), 0 for the others.", "state")
+	descUptime = newDesc("port_uptime_seconds",
+		"Seconds since the port started.")
+	descInfo = newDesc("port_info",
+		"Constant 1, labelled with the port's front end and L2TPv3 endpoints.", "frontend", "address", "local", "peer")
+	descCaptureActive = newDesc("capture_active",
+		"1 while a pcap capture of the port runs.")
+	descRefusedPeers = newDesc("frontend_refused_peers_total",
+		"Front-end connections refused because the peer's uid is not allowed (allow-uid=).")
+	descQueueFrames = newDesc("queue_frames_total",
+		"Frames through each vhost-user queue pair, by direction.", "queue", "direction")
+
+	allDescs = []*prometheus.Desc{descPackets, descBytes, descDrops, descFrontEndDrops, descStalls,
+		descStallSeconds, descSeqLost, descConnected, descConnections, descProtocolErrors,
+		descRingViolations, descState, descUptime, descInfo, descCaptureActive, descRefusedPeers, descQueueFrames}
+)
+
+// states are the values of the port_state metric's state label.
+var states = []backend.PortState{backend.PortRunning, backend.PortFailed, backend.PortClosed}
+
+// Collector is a prometheus.Collector over a set of ports.
+type Collector struct {
+	source func() []backend.PortStatus
+}
+
+// NewCollector reports the ports source returns at each scrape (e.g.
+// (*backend.Ports).Statuses).
+func NewCollector(source func() []backend.PortStatus) *Collector {
+	return &Collector{source: source}
+}
+
+// Describe sends every metric's description.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range allDescs {
+		ch <- d
+	}
+}
+
+// Collect reads every port's status once and sends its metrics.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.source() {
+		collectPort(ch, st)
+	}
+}
+
+// emitter sends one port's metrics with its port and session labels.
+type emitter struct {
+	ch     chan<- prometheus.Metric
+	labels []string
+}
+
+// counter sends a counter with the port labels and extra ones.
+func (e emitter) counter(d *prometheus.Desc, v float64, extra ...string) {
+	e.ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, append(e.labels[:2:2], extra...)...)
+}
+
+// gauge sends a gauge with the port labels and extra ones.
+func (e emitter) gauge(d *prometheus.Desc, v float64, extra ...string) {
+	e.ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, append(e.labels[:2:2], extra...)...)
+}
+
+// collectPort sends one port's metrics.
+func collectPort(ch chan<- prometheus.Metric, st backend.PortStatus) {
+	e := emitter{ch: ch, labels: []string{st.Name, strconv.FormatUint(uint64(st.SessionID), 10)}}
+	s, fe := st.Session, st.FrontEnd
+	e.counter(descPackets, float64(s.RxPackets), ToVM)
+	e.counter(descPackets, float64(s.TxPackets), ToNetwork)
+	e.counter(descBytes, float64(s.RxBytes), ToVM)
+	e.counter(descBytes, float64(s.TxBytes), ToNetwork)
+	for d := range l2tp.Drop(l2tp.NumDrops) {
+		e.counter(descDrops, float64(s.Drops[d]), d.String())
+	}
+	e.counter(descFrontEndDrops, float64(fe.ToVMDropped), ToVM)
+	e.counter(descFrontEndDrops, float64(fe.FromVMDropped), ToNetwork)
+	e.counter(descStalls, float64(fe.Waits), ToVM)
+	e.counter(descStalls, float64(s.TxStalls), ToNetwork)
+	e.counter(descStallSeconds, float64(fe.WaitNanos)/1e9, ToVM)
+	e.counter(descStallSeconds, float64(s.TxStallNanos)/1e9, ToNetwork)
+	e.counter(descSeqLost, float64(s.SeqLost))
+	e.gauge(descConnected, boolValue(fe.Connected))
+	e.counter(descConnections, float64(fe.Connections))
+	e.counter(descProtocolErrors, float64(fe.ProtocolErrors))
+	e.counter(descRingViolations, float64(fe.RingViolations))
+	for _, state := range states {
+		e.gauge(descState, boolValue(st.State == state), string(state))
+	}
+	e.gauge(descUptime, st.Uptime)
+	e.gauge(descInfo, 1, fe.Kind, fe.Address, st.Local, st.Peer)
+	e.gauge(descCaptureActive, boolValue(st.Capture != nil))
+	e.counter(descRefusedPeers, float64(fe.RefusedPeers))
+	for i, q := range fe.Queues {
+		e.counter(descQueueFrames, float64(q.ToVM), strconv.Itoa(i), ToVM)
+		e.counter(descQueueFrames, float64(q.FromVM), strconv.Itoa(i), ToNetwork)
+	}
+}
+
+// boolValue is 1 for true, as gauges say yes.
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// Handler serves /metrics for source, with the Go runtime and process
+// metrics beside the ports'.
+func Handler(source func() []backend.PortStatus) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(NewCollector(source),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}

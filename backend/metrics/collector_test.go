@@ -1,0 +1,127 @@
+package metrics
+
+import (
+	"io"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
+)
+
+// fakePorts returns statuses whose counters grow with every scrape.
+func fakePorts(n *atomic.Uint64) func() []backend.PortStatus {
+	return func() []backend.PortStatus {
+		k := n.Add(1)
+		var s l2tp.StatsSnapshot
+		s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes = k, 100*k, 2*k, 200*k
+		s.Drops[l2tp.DropCookie] = k
+		s.TxStalls, s.TxStallNanos = k, uint64(k)*5e8
+		return []backend.PortStatus{
+			{Name: "vm1", SessionID: 32, State: backend.PortRunning, Uptime: 3, Session: s,
+				FrontEnd: backend.FrontEndStatus{Kind: "stream", Address: "unix:/x", Connected: true, Connections: 1,
+					Waits: k, WaitNanos: uint64(k) * 1e9}},
+			{Name: "vm2", SessionID: 33, State: backend.PortFailed, Error: "boom",
+				FrontEnd: backend.FrontEndStatus{Kind: "vhost-user", Address: "/y", Queues: []backend.QueueStatus{{FromVM: k, ToVM: k}}}},
+		}
+	}
+}
+
+// Every family is exported with port and session labels, the values come
+// from the status at scrape time, and they move between scrapes.
+func TestCollector(t *testing.T) {
+	var n atomic.Uint64
+	c := NewCollector(fakePorts(&n))
+	if problems, err := testutil.CollectAndLint(c); err != nil || len(problems) > 0 {
+		t.Fatalf("lint: %v %v", err, problems)
+	}
+	n.Store(0)
+	want := `
+# HELP l2tpv3_netdev_packets_total Ethernet frames carried through the port, by direction (to_vm: from the tunnel to the VM; to_network: from the VM into the tunnel).
+# TYPE l2tpv3_netdev_packets_total counter
+l2tpv3_netdev_packets_total{direction="to_network",port="vm1",session="32"} 2
+l2tpv3_netdev_packets_total{direction="to_network",port="vm2",session="33"} 0
+l2tpv3_netdev_packets_total{direction="to_vm",port="vm1",session="32"} 1
+l2tpv3_netdev_packets_total{direction="to_vm",port="vm2",session="33"} 0
+# HELP l2tpv3_netdev_port_state 1 for the port's current state (running, failed, closed), 0 for the others.
+# TYPE l2tpv3_netdev_port_state gauge
+l2tpv3_netdev_port_state{port="vm1",session="32",state="closed"} 0
+l2tpv3_netdev_port_state{port="vm1",session="32",state="failed"} 0
+l2tpv3_netdev_port_state{port="vm1",session="32",state="running"} 1
+l2tpv3_netdev_port_state{port="vm2",session="33",state="closed"} 0
+l2tpv3_netdev_port_state{port="vm2",session="33",state="failed"} 1
+l2tpv3_netdev_port_state{port="vm2",session="33",state="running"} 0
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want),
+		"l2tpv3_netdev_packets_total", "l2tpv3_netdev_port_state"); err != nil {
+		t.Error(err)
+	}
+	// The second scrape sees the counters moved.
+	want2 := `
+# HELP l2tpv3_netdev_backpressure_stall_seconds_total Time spent waiting for the peer, by direction (to_vm is measured on stream front ends only).
+# TYPE l2tpv3_netdev_backpressure_stall_seconds_total counter
+l2tpv3_netdev_backpressure_stall_seconds_total{direction="to_network",port="vm1",session="32"} 1
+l2tpv3_netdev_backpressure_stall_seconds_total{direction="to_network",port="vm2",session="33"} 0
+l2tpv3_netdev_backpressure_stall_seconds_total{direction="to_vm",port="vm1",session="32"} 2
+l2tpv3_netdev_backpressure_stall_seconds_total{direction="to_vm",port="vm2",session="33"} 0
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want2), "l2tpv3_netdev_backpressure_stall_seconds_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// Every documented family is present for each port.
+func TestCollectorFamilies(t *testing.T) {
+	var n atomic.Uint64
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(NewCollector(fakePorts(&n)))
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]bool{}
+	for _, mf := range mfs {
+		got[mf.GetName()] = true
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["port"] == "" || labels["session"] == "" {
+				t.Errorf("%s: a metric without port/session labels: %v", mf.GetName(), labels)
+			}
+		}
+	}
+	for _, name := range FamilyNames() {
+		if !got[name] {
+			t.Errorf("family %s missing", name)
+		}
+	}
+	if testutil.CollectAndCount(NewCollector(fakePorts(&n)), "l2tpv3_netdev_drops_total") != 2*l2tp.NumDrops {
+		t.Error("drops_total: want one series per port and reason")
+	}
+}
+
+// Handler serves the text format with the ports' and the runtime's metrics.
+func TestHandler(t *testing.T) {
+	var n atomic.Uint64
+	srv := httptest.NewServer(Handler(fakePorts(&n)))
+	defer srv.Close()
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{`l2tpv3_netdev_bytes_total{direction="to_vm",port="vm1",session="32"} 100`,
+		`l2tpv3_netdev_drops_total{port="vm1",reason="cookie",session="32"} 1`, "go_goroutines"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("scrape lacks %q", want)
+		}
+	}
+}

@@ -1,0 +1,487 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend/admin"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/qmp"
+)
+
+const plugUsage = `Usage: l2tpv3-netdev plug --qmp unix:PATH --id ID [--mac MAC] [--name PORT] [--admin PATH]
+           (--vhost-user PATH[,queues=N][,mtu=N] | --stream unix:PATH) --l2tpv3 OPTIONS
+           [--mtu N] [--bus BUS] [--prop KEY=VALUE]... [--batch N] [--timeout 30s]
+
+Hot-plugs a virtio-net NIC into a running QEMU, carried by a new port of the
+running daemon:
+  1. the daemon opens port PORT (admin API): its socket listens before QEMU
+     is told about it (QEMU waits inside netdev_add for a vhost-user back end);
+  2. over QMP: chardev-add (vhost-user), netdev_add, device_add virtio-net-pci
+     with the MAC, host_mtu = the port's MTU, mq=on for queues=N.
+A step that fails undoes those before it (netdev_del, chardev-remove, the
+port closed again) and prints QEMU's error with the command QEMU refused.
+
+  --qmp unix:PATH    QEMU's QMP socket (-qmp unix:PATH,server=on,wait=off)
+  --id ID            QEMU id of the device and the netdev (chardev chr-ID): a
+                     letter, then letters, digits, '-', '.' or '_'
+  --name PORT        the daemon's port (default: ID)
+  --mac MAC          the guest NIC's unicast MAC (default: QEMU picks one)
+  --vhost-user PATH[,queues=N][,mtu=N][,owner=,group=,mode=,allow-uid=]
+                     a vhost-user port; QEMU connects to it (chardev reconnect=1);
+                     guest RAM must be shared (memory-backend-memfd,share=on)
+  --stream unix:PATH[,owner=,group=,mode=,allow-uid=]
+                     a -netdev stream port; QEMU connects to it (QEMU 7.2 once, at
+                     netdev_add)
+  --l2tpv3 OPTIONS   the port's pseudowire (the daemon's --l2tpv3)
+  --mtu N            the guest's MTU (host_mtu). Default: the port's, which is
+                     what a 1500-byte underlay carries (1500 - overhead - 14);
+                     for vhost-user it becomes the port's mtu= as well
+  --bus BUS          PCI bus (q35: the id of a hot-plug capable pcie-root-port;
+                     default: QEMU's choice, pci.0 on pc)
+  --prop KEY=VALUE   one more device_add property (repeatable); whole numbers
+                     and on/off/true/false are sent typed, e.g. --prop romfile=
+  --batch N          the port's frames per batch (default 64)
+  --timeout D        bound on reaching QEMU and the QMP steps (default 30s)
+  --admin PATH       the daemon's admin socket (default $L2TPV3_NETDEV_ADMIN or ` + defaultAdminPath + `)
+
+A vhost-user NIC gets vectors=0 (INTx) when QEMU runs without KVM (query-kvm
+says so): QEMU 7.2 under TCG crashes (SIGSEGV) when the guest starts a
+vhost-user NIC on MSI-X, with one queue pair or several. With KVM the NIC keeps
+MSI-X (QEMU's default, 2*queues+2 vectors with mq). --prop vectors=N overrides.
+`
+
+const unplugUsage = `Usage: l2tpv3-netdev unplug --qmp unix:PATH --id ID [--name PORT] [--admin PATH] [--timeout 10s]
+
+Removes a NIC that plug added: over QMP device_del, then waits for QEMU's
+DEVICE_DELETED (the guest must release the device), netdev_del and
+chardev-remove; then the daemon closes port PORT (its socket file removed).
+If the guest does not release the device within --timeout, unplug says so and
+leaves the port to QEMU: run unplug again later.
+
+  --qmp unix:PATH    QEMU's QMP socket
+  --id ID            the id given to plug
+  --name PORT        the daemon's port (default: ID)
+  --timeout D        how long to wait for the guest (default 10s)
+  --admin PATH       the daemon's admin socket (default $L2TPV3_NETDEV_ADMIN or ` + defaultAdminPath + `)
+`
+
+// plugRequest is a validated plug command line.
+type plugRequest struct {
+	QMP     string             // QMP socket address, "unix:PATH"
+	Admin   string             // admin socket path
+	NIC     qmp.NIC            // ID, MAC, Kind, Bus; SocketPath, Queues, HostMTU once the port is open
+	Spec    backend.PortSpec   // what the daemon is asked to open (socket paths absolute)
+	Config  backend.PortConfig // Spec parsed here, for the MTU and queues it implies
+	MTU     int                // --mtu; 0: the port's
+	Props   map[string]any     // --prop, applied last
+	Timeout time.Duration
+}
+
+// unplugRequest is a validated unplug command line.
+type unplugRequest struct {
+	QMP, Admin, ID, Name string
+	Timeout              time.Duration
+}
+
+// plugMain is `l2tpv3-netdev plug`; Ctrl-C during it undoes what was done.
+func plugMain(args []string, out, _ io.Writer) error {
+	r, err := parsePlugArgs(args, out)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return plug(ctx, r, out)
+}
+
+// unplugMain is `l2tpv3-netdev unplug`.
+func unplugMain(args []string, out, _ io.Writer) error {
+	r, err := parseUnplugArgs(args, out)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return unplug(ctx, r, out)
+}
+
+// propFlag collects repeated --prop KEY=VALUE into typed device properties.
+type propFlag map[string]any
+
+// String is required by flag.Value.
+func (p propFlag) String() string { return "" }
+
+// Set reads one KEY=VALUE: whole numbers and booleans typed as QEMU's
+// device_add wants them (it takes JSON types), anything else a string.
+func (p propFlag) Set(kv string) error {
+	key, val, ok := strings.Cut(kv, "=")
+	switch {
+	case !ok || key == "":
+		return fmt.Errorf("want KEY=VALUE, e.g. romfile=")
+	case key == "driver" || key == "id" || key == "netdev":
+		return fmt.Errorf("%s is set by plug itself", key)
+	}
+	if n, err := strconv.ParseInt(val, 10, 64); err == nil {
+		p[key] = n
+		return nil
+	}
+	switch val {
+	case "on", "true", "yes":
+		p[key] = true
+	case "off", "false", "no":
+		p[key] = false
+	default:
+		p[key] = val
+	}
+	return nil
+}
+
+// parsePlugArgs validates the plug command line; every refusal names the
+// option. The spec is also parsed here, so a bad --l2tpv3 never reaches
+// the daemon.
+func parsePlugArgs(args []string, out io.Writer) (plugRequest, error) {
+	r := plugRequest{Props: map[string]any{}}
+	fs := newFlagSet("plug")
+	adminPath := adminFlag(fs)
+	fs.StringVar(&r.QMP, "qmp", "", "")
+	fs.StringVar(&r.NIC.ID, "id", "", "")
+	fs.StringVar(&r.Spec.Name, "name", "", "")
+	fs.StringVar(&r.NIC.MAC, "mac", "", "")
+	fs.StringVar(&r.Spec.VhostUser, "vhost-user", "", "")
+	fs.StringVar(&r.Spec.Stream, "stream", "", "")
+	fs.StringVar(&r.Spec.L2TPv3, "l2tpv3", "", "")
+	fs.IntVar(&r.MTU, "mtu", 0, "")
+	fs.StringVar(&r.NIC.Bus, "bus", "", "")
+	fs.Var(propFlag(r.Props), "prop", "")
+	fs.IntVar(&r.Spec.Batch, "batch", 0, "")
+	fs.DurationVar(&r.Timeout, "timeout", 30*time.Second, "")
+	if err := fs.Parse(args); err != nil {
+		return r, flagError(err, plugUsage, out)
+	}
+	r.Admin = *adminPath
+	if err := checkQMPAndID(fs, r.QMP, r.NIC.ID, r.Timeout); err != nil {
+		return r, err
+	}
+	if r.Spec.Name == "" {
+		r.Spec.Name = r.NIC.ID
+	}
+	switch {
+	case r.NIC.MAC != "" && !unicastMAC(r.NIC.MAC):
+		return r, usagef("--mac %q: want a unicast Ethernet address such as 52:54:00:12:34:56", r.NIC.MAC)
+	case r.Spec.VhostUser != "" && r.Spec.Stream != "":
+		return r, usagef("--vhost-user and --stream are exclusive: one back end per NIC")
+	case r.Spec.VhostUser == "" && r.Spec.Stream == "":
+		return r, usagef("--vhost-user PATH or --stream unix:PATH is required (the port QEMU connects to)")
+	case r.Spec.L2TPv3 == "":
+		return r, usagef("--l2tpv3 is required (the port's pseudowire)")
+	case r.MTU != 0 && (r.MTU < 68 || r.MTU > 65535):
+		return r, usagef("--mtu %d: want 68..65535", r.MTU)
+	}
+	if err := r.frontEnd(); err != nil {
+		return r, usageError{err}
+	}
+	cfg, err := r.Spec.Parse()
+	if err != nil {
+		return r, usageError{err}
+	}
+	r.Config = cfg
+	return r, nil
+}
+
+// checkQMPAndID refuses a plug or unplug line without --qmp or --id, with
+// an id QEMU would refuse, extra arguments or a useless --timeout.
+func checkQMPAndID(fs *flag.FlagSet, qmpAddr, id string, timeout time.Duration) error {
+	switch {
+	case fs.NArg() > 0:
+		return usagef("unexpected argument %q", fs.Arg(0))
+	case qmpAddr == "":
+		return usagef("--qmp unix:PATH is required (QEMU's -qmp unix:PATH,server=on,wait=off)")
+	case !strings.HasPrefix(qmpAddr, "unix:") && strings.Contains(qmpAddr, ":"):
+		return usagef("--qmp %q: want unix:PATH (a QMP unix socket)", qmpAddr)
+	case id == "":
+		return usagef("--id is required (QEMU's id of the NIC)")
+	case !qemuID(id):
+		return usagef("--id %q: want a letter, then letters, digits, '-', '.' or '_'", id)
+	case timeout <= 0:
+		return usagef("--timeout %v: want a positive duration such as 10s", timeout)
+	}
+	return nil
+}
+
+// frontEnd checks the front end is one QEMU can be told to connect to (a
+// unix socket the daemon listens on), makes its path absolute (the daemon
+// and QEMU have working directories of their own), folds --mtu into a
+// vhost-user spec and sets the NIC's kind.
+func (r *plugRequest) frontEnd() error {
+	if r.Spec.VhostUser != "" {
+		a, err := backend.ParseVhostUserAddr(r.Spec.VhostUser)
+		if err != nil {
+			return err
+		}
+		if !a.Server {
+			return fmt.Errorf("--vhost-user %q: server=off cannot be plugged: QEMU's hot-plugged chardev is the client, the daemon must listen", r.Spec.VhostUser)
+		}
+		switch {
+		case r.MTU != 0 && a.MTU == 0:
+			r.Spec.VhostUser += ",mtu=" + strconv.Itoa(r.MTU)
+		case r.MTU != 0 && a.MTU != r.MTU:
+			return fmt.Errorf("--mtu %d differs from --vhost-user mtu=%d: the guest's MTU and the port's offer must match", r.MTU, a.MTU)
+		}
+		r.NIC.Kind = qmp.VhostUser
+		r.Spec.VhostUser, err = absFirst(r.Spec.VhostUser, "")
+		return err
+	}
+	a, err := backend.ParseStreamAddr(r.Spec.Stream)
+	if err != nil {
+		return err
+	}
+	if a.Network != "unix" || !a.Server {
+		return fmt.Errorf("--stream %q: want unix:PATH with the daemon listening (server=on, the default): QEMU's hot-plugged stream netdev connects to it", r.Spec.Stream)
+	}
+	r.NIC.Kind = qmp.Stream
+	r.Spec.Stream, err = absFirst(r.Spec.Stream, "unix:")
+	return err
+}
+
+// absFirst makes the path in "PREFIXPATH[,k=v...]" absolute.
+func absFirst(spec, prefix string) (string, error) {
+	path, rest, _ := strings.Cut(strings.TrimPrefix(spec, prefix), ",")
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	if rest != "" {
+		rest = "," + rest
+	}
+	return prefix + abs + rest, nil
+}
+
+// qemuID is QEMU's id_wellformed: a letter, then [A-Za-z0-9._-].
+func qemuID(id string) bool {
+	for i, c := range id {
+		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+		if !letter && (i == 0 || !(c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_')) {
+			return false
+		}
+	}
+	return id != "" && len(id) <= 64
+}
+
+// unicastMAC reports whether s is a 6-byte Ethernet address a NIC can own
+// (not multicast or broadcast).
+func unicastMAC(s string) bool {
+	hw, err := net.ParseMAC(s)
+	return err == nil && len(hw) == 6 && hw[0]&1 == 0
+}
+
+// parseUnplugArgs validates the unplug command line.
+func parseUnplugArgs(args []string, out io.Writer) (unplugRequest, error) {
+	var r unplugRequest
+	fs := newFlagSet("unplug")
+	adminPath := adminFlag(fs)
+	fs.StringVar(&r.QMP, "qmp", "", "")
+	fs.StringVar(&r.ID, "id", "", "")
+	fs.StringVar(&r.Name, "name", "", "")
+	fs.DurationVar(&r.Timeout, "timeout", 10*time.Second, "")
+	if err := fs.Parse(args); err != nil {
+		return r, flagError(err, unplugUsage, out)
+	}
+	r.Admin = *adminPath
+	if err := checkQMPAndID(fs, r.QMP, r.ID, r.Timeout); err != nil {
+		return r, err
+	}
+	if r.Name == "" {
+		r.Name = r.ID
+	}
+	return r, nil
+}
+
+// plug opens the port in the daemon, then plugs the NIC over QMP; if the
+// QMP side fails the port is removed again.
+func plug(ctx context.Context, r plugRequest, out io.Writer) error {
+	ctx, cancel := context.WithTimeout(ctx, r.Timeout)
+	defer cancel()
+	c, err := qmp.Dial(ctx, r.QMP) // before the port: an unreachable QEMU leaves nothing to undo
+	if err != nil {
+		return fmt.Errorf("--qmp %s: %w", r.QMP, err)
+	}
+	defer c.Close()
+	kvm, kvmErr := kvmEnabled(ctx, c)
+
+	ac := admin.NewClient(r.Admin)
+	st, err := ac.AddPort(ctx, r.Spec)
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+			// Sent but not answered: the daemon may have opened it.
+			return fmt.Errorf("port %s: %w (%s)", r.Spec.Name, err, removeAgain(ac, r.Spec.Name))
+		}
+		return fmt.Errorf("port %s: %w (nothing was plugged)", r.Spec.Name, err)
+	}
+	fmt.Fprintf(out, "port %s added: %s, session %d, %s\n", st.Name, st.FrontEnd, st.SessionID, st.State)
+
+	nic, vectors := r.nic(st, kvm, kvmErr)
+	if err := qmp.Plug(ctx, c, nic); err != nil {
+		return fmt.Errorf("%w (%s)", err, removeAgain(ac, r.Spec.Name))
+	}
+	fmt.Fprintf(out, "%s plugged into QEMU %s: virtio-net-pci %s, %s, host_mtu %d%s%s\n", nic.ID, c.Version(),
+		macNote(nic.MAC), nic.Kind, nic.HostMTU, queuesNote(nic.Queues), vectors)
+	if connected(ctx, ac, r.Spec.Name) {
+		fmt.Fprintf(out, "port %s: QEMU connected\n", r.Spec.Name)
+	} else {
+		fmt.Fprintf(out, "port %s: QEMU not connected yet (l2tpv3-netdev port show %s)\n", r.Spec.Name, r.Spec.Name)
+	}
+	return nil
+}
+
+// nic completes the NIC from the port the daemon opened: its socket, queue
+// pairs and MTU, and the interrupt mode the accelerator needs. It returns
+// a note on the vectors chosen, for the user.
+func (r plugRequest) nic(st backend.PortStatus, kvm bool, kvmErr error) (qmp.NIC, string) {
+	nic := r.NIC
+	nic.SocketPath = r.Config.SocketPath()
+	nic.Props = map[string]any{}
+	switch {
+	case r.MTU != 0:
+		nic.HostMTU = r.MTU
+	case st.FrontEnd.OfferedMTU != 0: // what the vhost-user port offers (VIRTIO_NET_F_MTU)
+		nic.HostMTU = st.FrontEnd.OfferedMTU
+	default: // a stream port offers nothing: what fits a 1500-byte underlay
+		nic.HostMTU = backend.DefaultVhostUserMTU(r.Config.L2TP)
+	}
+	note := ""
+	if r.Config.VhostUser != nil {
+		nic.Queues = r.Config.VhostUser.Queues
+		_, given := r.Props["vectors"]
+		switch {
+		case given:
+		case kvmErr != nil:
+			nic.Props["vectors"] = 0
+			note = fmt.Sprintf(", vectors=0 (INTx: query-kvm failed: %v)", kvmErr)
+		case !kvm:
+			// QEMU 7.2 under TCG segfaults when the guest starts a
+			// vhost-user NIC on MSI-X (seen with 1 and 2 queue pairs);
+			// INTx works with any number, mq included.
+			nic.Props["vectors"] = 0
+			note = ", vectors=0 (INTx: no KVM)"
+		}
+	}
+	for k, v := range r.Props {
+		nic.Props[k] = v
+	}
+	return nic, note
+}
+
+// kvmEnabled asks QEMU whether it runs on KVM (query-kvm).
+func kvmEnabled(ctx context.Context, c *qmp.Client) (bool, error) {
+	var kvm struct {
+		Enabled bool `json:"enabled"`
+	}
+	ret, err := c.Execute(ctx, "query-kvm", nil)
+	if err == nil {
+		err = json.Unmarshal(ret, &kvm)
+	}
+	return kvm.Enabled, err
+}
+
+// removeAgain closes a port whose plug failed and says what became of it.
+func removeAgain(ac *admin.Client, name string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
+	defer cancel()
+	if _, err := ac.RemovePort(ctx, name); err != nil && !errors.Is(err, backend.ErrNoPort) {
+		return fmt.Sprintf("port %s could not be removed again: %v; remove it with: l2tpv3-netdev port del %s", name, err, name)
+	}
+	return fmt.Sprintf("port %s removed again from the daemon", name)
+}
+
+// connectWait is how long plug waits to report QEMU attached to the port
+// (vhost-user: the guest's driver has started a queue pair).
+var connectWait = 3 * time.Second
+
+// connected waits up to connectWait for QEMU to be attached to the port.
+func connected(ctx context.Context, ac *admin.Client, name string) bool {
+	deadline := time.Now().Add(connectWait)
+	for {
+		st, err := ac.Port(ctx, name)
+		if err == nil && st.FrontEnd.Connected {
+			return true
+		}
+		if err != nil || time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// macNote prints the MAC for the plug summary.
+func macNote(mac string) string {
+	if mac == "" {
+		return "mac chosen by QEMU"
+	}
+	return "mac " + mac
+}
+
+// queuesNote prints the queue pairs for the plug summary, "" for one.
+func queuesNote(n int) string {
+	if n > 1 {
+		return fmt.Sprintf(", %d queue pairs (mq=on)", n)
+	}
+	return ""
+}
+
+// unplug removes the NIC over QMP, then the daemon's port. A guest that
+// does not release the device leaves the port in place.
+func unplug(ctx context.Context, r unplugRequest, out io.Writer) error {
+	dctx, cancel := context.WithTimeout(ctx, clientTimeout)
+	defer cancel()
+	c, err := qmp.Dial(dctx, r.QMP)
+	if err != nil {
+		return fmt.Errorf("--qmp %s: %w (port %s left in the daemon)", r.QMP, err, r.Name)
+	}
+	defer c.Close()
+	uctx, cancel := context.WithTimeout(ctx, r.Timeout)
+	defer cancel()
+	start := time.Now()
+	inQEMU := true
+	if err := qmp.Unplug(uctx, c, r.ID); err != nil {
+		var qe *qmp.Error
+		if !errors.As(err, &qe) || qe.Command != "device_del" || qe.Class != "DeviceNotFound" {
+			return fmt.Errorf("%w\nport %s left in the daemon, as QEMU may still use it: run unplug again "+
+				"(or l2tpv3-netdev port del %s once QEMU has let go)", err, r.Name, r.Name)
+		}
+		inQEMU = false // neither a device nor a netdev by that id: already unplugged
+		fmt.Fprintf(out, "QEMU has no NIC %s (already unplugged?)\n", r.ID)
+	} else {
+		fmt.Fprintf(out, "%s unplugged from QEMU: the guest released it in %v\n", r.ID, time.Since(start).Round(time.Millisecond))
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), clientTimeout)
+	defer cancel()
+	st, err := admin.NewClient(r.Admin).RemovePort(actx, r.Name)
+	switch {
+	case errors.Is(err, backend.ErrNoPort) && inQEMU:
+		fmt.Fprintf(out, "port %s: the daemon has no such port (already removed?)\n", r.Name)
+		return nil
+	case errors.Is(err, backend.ErrNoPort):
+		return fmt.Errorf("nothing to unplug: QEMU has no NIC %s and the daemon no port %s", r.ID, r.Name)
+	case err != nil:
+		return fmt.Errorf("port %s: %w", r.Name, err)
+	}
+	fmt.Fprintf(out, "port %s removed: %s\n", st.Name, st.Session)
+	return nil
+}
