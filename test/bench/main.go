@@ -39,6 +39,8 @@ type config struct {
 	sidecarBin   string
 	qemuBin      string
 	out          string
+	chart        string
+	chartFrom    string
 }
 
 // parseFlags reads the command line into a config.
@@ -65,6 +67,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.sidecarBin, "sidecar", "", "sidecar binary (default: go build ./cmd/l2tpv3-netdev)")
 	fs.StringVar(&c.qemuBin, "qemu", "qemu-system-x86_64", "QEMU binary")
 	fs.StringVar(&c.out, "out", "test/bench/out/results.json", "JSON results file (relative: to the module root; empty: none)")
+	fs.StringVar(&c.chart, "chart", "test/bench/out/chart.png", "PNG bar chart (relative: to the module root; empty: none)")
+	fs.StringVar(&c.chartFrom, "chart-from", "", "only draw -chart from this results file, measuring nothing")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -110,7 +114,11 @@ func main() {
 	if errors.Is(err, flag.ErrHelp) {
 		return
 	}
-	if err == nil {
+	switch {
+	case err != nil:
+	case c.chartFrom != "":
+		err = chartFrom(c.chartFrom, c.chart)
+	default:
 		err = run(c)
 	}
 	if err != nil {
@@ -142,6 +150,9 @@ func run(c config) error {
 	rows := buildRows(cells, order)
 	printTable(os.Stdout, rows)
 	fmt.Printf("encap sink UDP_GRO=%v (the sidecar's GSO runs arrive coalesced; -sink-gro=false splits them before the sink socket)\n", c.sinkGRO)
+	if err := saveChart(c.chart, m, rows); err != nil {
+		return err
+	}
 	if c.out == "" {
 		return nil
 	}
