@@ -325,8 +325,10 @@ func plug(ctx context.Context, r plugRequest, out io.Writer) error {
 	st, err := ac.AddPort(ctx, r.Spec)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-			// Sent but not answered: the daemon may have opened it.
-			return fmt.Errorf("port %s: %w (%s)", r.Spec.Name, err, removeAgain(ac, r.Spec.Name))
+			// Sent but not answered: the daemon may have opened it, or
+			// refused it because another port has the name; not ours to remove.
+			return fmt.Errorf("port %s: %w (nothing was plugged; the daemon may have opened the port: "+
+				"see l2tpv3-netdev port show %s)", r.Spec.Name, err, r.Spec.Name)
 		}
 		return fmt.Errorf("port %s: %w (nothing was plugged)", r.Spec.Name, err)
 	}

@@ -320,6 +320,8 @@ func (r *plugRig) wantProps(want map[string]any, absent ...string) {
 	}
 }
 
+// TestPlugArgsRefused: every wrong plug line is a usage error naming the
+// option.
 func TestPlugArgsRefused(t *testing.T) {
 	l2 := "src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=5000,dstport=5001,txsession=1"
 	base := func(extra ...string) []string {
@@ -369,6 +371,7 @@ func TestPlugArgsRefused(t *testing.T) {
 	}
 }
 
+// TestUnplugArgsRefused: likewise for unplug.
 func TestUnplugArgsRefused(t *testing.T) {
 	cases := []struct {
 		args []string
