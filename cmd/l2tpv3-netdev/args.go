@@ -76,6 +76,9 @@ Subcommands (--admin PATH, default ` + defaultAdminPath + `):
   l2tpv3-netdev port del NAME         close the port and remove its socket file
   l2tpv3-netdev port show NAME        the port's status as JSON
   l2tpv3-netdev port capture NAME FILE  (or NAME --stop) a pcap of the port's frames
+  l2tpv3-netdev plug --qmp unix:QMP --id ID ...   open a port, then hot-plug its NIC into a running VM
+  l2tpv3-netdev unplug --qmp unix:QMP --id ID     hot-unplug the NIC, then close its port
+  l2tpv3-netdev libvirt-xml --id ID --vhost-user PATH ...   the libvirt <interface> for a port
 
 Other flags:
   --batch N          frames per batch in each direction (default 64, 1..1024)
