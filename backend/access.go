@@ -133,15 +133,15 @@ func (a Access) String() string {
 	return s
 }
 
-// umaskMu serialises the umask changes of bindPrivate.
+// umaskMu serialises the umask changes of BindPrivate.
 var umaskMu sync.Mutex
 
-// bindPrivate runs bind, which creates a unix socket file, with the umask
+// BindPrivate runs bind, which creates a unix socket file, with the umask
 // at 0177, so the file is born mode 0600 and is never more open than that
 // before apply gives it its final owner, group and mode. The umask is
 // process-wide: a file another goroutine creates meanwhile is at most made
 // more private, never less.
-func bindPrivate(bind func() error) error {
+func BindPrivate(bind func() error) error {
 	umaskMu.Lock()
 	defer umaskMu.Unlock()
 	old := unix.Umask(0o177)

@@ -42,7 +42,7 @@ func (s PortSpec) Parse() (PortConfig, error) {
 		c.Batch = DefaultBatch
 	}
 	switch {
-	case !validPortName(s.Name):
+	case !ValidPortName(s.Name):
 		return c, fmt.Errorf("port name %q: want 1..64 letters, digits, '-', '_' or '.'", s.Name)
 	case s.Stream == "" && s.VhostUser == "":
 		return c, errors.New("--stream or --vhost-user is required (where QEMU meets the sidecar)")
@@ -88,8 +88,9 @@ func (c PortConfig) SocketPath() string {
 	return ""
 }
 
-// validPortName keeps names usable in logs, metric labels and URLs.
-func validPortName(s string) bool {
+// ValidPortName keeps names usable in logs, metric labels, URLs and
+// libvirt aliases: 1..64 letters, digits, '-', '_' or '.'.
+func ValidPortName(s string) bool {
 	if s == "" || len(s) > 64 {
 		return false
 	}

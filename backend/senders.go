@@ -60,16 +60,22 @@ type SenderSource interface {
 // SenderSource, from an l2tp.Tunnel, or else n itself behind mu, the lock
 // all of n's queue pairs share then (correct, just not parallel).
 func newNetSender(n Network, mu *sync.Mutex) (NetSender, error) {
+	ns, err := senderOf(n)
+	if !errors.Is(err, errNoSenders) {
+		return ns, err
+	}
+	return &locked{mu: mu, n: n}, nil
+}
+
+// senderOf asks n for a sender of its own; errNoSenders if it has none.
+func senderOf(n Network) (NetSender, error) {
 	switch s := n.(type) {
 	case SenderSource:
-		ns, err := s.NewSender()
-		if !errors.Is(err, errNoSenders) {
-			return ns, err
-		}
+		return s.NewSender()
 	case *l2tp.Tunnel:
 		return s.NewSender()
 	}
-	return &locked{mu: mu, n: n}, nil
+	return nil, errNoSenders
 }
 
 // errNoSenders is a SenderSource's answer when what it wraps has none.
@@ -91,16 +97,7 @@ func (l *locked) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
 // NewSender gives a queue pair its own sender of the captured network,
 // with the capture in front, so a capture sees every queue's frames.
 func (c *captureNetwork) NewSender() (NetSender, error) {
-	var s NetSender
-	var err error
-	switch n := c.Network.(type) {
-	case SenderSource:
-		s, err = n.NewSender()
-	case *l2tp.Tunnel:
-		s, err = n.NewSender()
-	default:
-		err = errNoSenders
-	}
+	s, err := senderOf(c.Network)
 	if err != nil {
 		return nil, err
 	}

@@ -137,12 +137,12 @@ func ListenStream(addr StreamAddr, batch int, log *slog.Logger) (*Stream, error)
 		return s, nil
 	}
 	if addr.Network == "unix" {
-		if err := removeStaleSocket(addr.Address); err != nil {
-			return nil, err
+		if err := RemoveStaleSocket(addr.Address); err != nil {
+			return nil, fmt.Errorf("--stream unix:%s: %w", addr.Address, err)
 		}
 	}
 	var ln net.Listener
-	err := bindPrivate(func() (err error) { ln, err = net.Listen(addr.Network, addr.Address); return err })
+	err := BindPrivate(func() (err error) { ln, err = net.Listen(addr.Network, addr.Address); return err })
 	if err != nil {
 		return nil, fmt.Errorf("--stream %s: listen: %w", addr, err)
 	}
@@ -159,21 +159,23 @@ func ListenStream(addr StreamAddr, batch int, log *slog.Logger) (*Stream, error)
 	return s, nil
 }
 
-// removeStaleSocket deletes a unix socket file nobody listens on.
-func removeStaleSocket(path string) error {
+// RemoveStaleSocket deletes a unix socket file nobody listens on, so a
+// daemon restarted after a crash can listen again; a socket someone
+// answers on, or a file that is not a socket, is refused.
+func RemoveStaleSocket(path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("--stream unix:%s: %w", path, err)
+		return err
 	}
 	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("--stream unix:%s: file exists and is not a socket", path)
+		return errors.New("file exists and is not a socket")
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
-		return fmt.Errorf("--stream unix:%s: socket in use by another process", path)
+		return errors.New("socket in use by another process")
 	}
 	return os.Remove(path)
 }

@@ -104,7 +104,7 @@ func ListenVhostUser(a VhostUserAddr, batch int, pump *Pump, log *slog.Logger) (
 	if a.Server {
 		v.guard = newPeerGuard(a.Access, log, a.Path)
 		cfg.Allow = v.guard.allow
-		err = bindPrivate(func() (err error) { v.srv, err = vhostuser.Listen(a.Path, cfg, v); return err })
+		err = BindPrivate(func() (err error) { v.srv, err = vhostuser.Listen(a.Path, cfg, v); return err })
 		if err == nil {
 			if err = a.Access.apply(a.Path); err != nil {
 				v.srv.Close()

@@ -1,12 +1,12 @@
 package admin
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
-	"time"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
 )
 
 // DefaultPath is where the daemon's admin socket lives unless --admin says.
@@ -20,10 +20,11 @@ func Listen(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
-	if err := removeStale(path); err != nil {
-		return nil, err
+	if err := backend.RemoveStaleSocket(path); err != nil {
+		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
-	ln, err := net.Listen("unix", path)
+	var ln net.Listener
+	err := backend.BindPrivate(func() (err error) { ln, err = net.Listen("unix", path); return err })
 	if err != nil {
 		return nil, fmt.Errorf("admin socket %s: listen: %w", path, err)
 	}
@@ -33,23 +34,4 @@ func Listen(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
 	return ln, nil
-}
-
-// removeStale deletes a socket file nobody listens on.
-func removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("admin socket %s: %w", path, err)
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("admin socket %s: file exists and is not a socket", path)
-	}
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
-		return fmt.Errorf("admin socket %s: in use by another process (another daemon?)", path)
-	}
-	return os.Remove(path)
 }

@@ -108,7 +108,7 @@ func parseLibvirtArgs(args []string, out io.Writer) (libvirtRequest, error) {
 			"(libvirt <interface type='vhostuser'>) and start the sidecar with the same --vhost-user")
 	case r.ID == "":
 		return r, errors.New("--id is required (the interface's name: alias ua-ID)")
-	case !validLibvirtID(r.ID):
+	case !backend.ValidPortName(r.ID): // also a libvirt alias after "ua-"
 		return r, fmt.Errorf("--id %q: want 1..64 letters, digits, '-', '_' or '.'", r.ID)
 	case r.Spec == "":
 		return r, errors.New("--vhost-user PATH is required (the socket libvirt and the sidecar meet on)")
@@ -142,21 +142,6 @@ func parseLibvirtVhost(spec string) (backend.VhostUserAddr, error) {
 		return a, fmt.Errorf("--vhost-user %q: %d bytes, a unix socket path holds at most 107", a.Path, len(a.Path))
 	}
 	return a, nil
-}
-
-// validLibvirtID keeps the id valid both as a libvirt alias (after "ua-")
-// and as a sidecar port name.
-func validLibvirtID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, r := range s {
-		ok := r == '-' || r == '_' || r == '.' || r >= '0' && r <= '9' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z'
-		if !ok {
-			return false
-		}
-	}
-	return true
 }
 
 // validDomainName refuses what libvirt refuses in a domain name ('/', control

@@ -139,21 +139,30 @@ type sidecar struct {
 	p     *proc
 }
 
-// start launches the sidecar, waits for msg=ready and connects.
-func (s *sidecar) start(sock string, dutPort, netPort int) (net.Conn, error) {
+// launch starts the sidecar with the front-end flags and waits for
+// msg=ready.
+func (s *sidecar) launch(frontEnd []string, dutPort, netPort int) error {
 	var err error
-	s.p, err = startProc("msg=ready", s.bin, "--stream", "unix:"+sock+",server=on",
-		"--l2tpv3", l2tpv3Opts(dutPort, netPort), "--batch", strconv.Itoa(s.batch), "--log-level", "info")
-	if err != nil {
-		return nil, fmt.Errorf("sidecar: %w", err)
+	args := append(frontEnd, "--l2tpv3", l2tpv3Opts(dutPort, netPort),
+		"--batch", strconv.Itoa(s.batch), "--log-level", "info")
+	if s.p, err = startProc("msg=ready", s.bin, args...); err != nil {
+		return fmt.Errorf("sidecar: %w", err)
 	}
 	select {
 	case <-s.p.match:
+		return nil
 	case <-s.p.done:
-		return nil, fmt.Errorf("sidecar exited before ready: %s", lastLines(s.p.output(), 3))
+		return fmt.Errorf("sidecar exited before ready: %s", lastLines(s.p.output(), 3))
 	case <-time.After(startTimeout):
 		s.p.terminate()
-		return nil, errors.New("sidecar: no msg=ready within " + startTimeout.String())
+		return errors.New("sidecar: no msg=ready within " + startTimeout.String())
+	}
+}
+
+// start launches the sidecar, waits for msg=ready and connects.
+func (s *sidecar) start(sock string, dutPort, netPort int) (net.Conn, error) {
+	if err := s.launch([]string{"--stream", "unix:" + sock + ",server=on"}, dutPort, netPort); err != nil {
+		return nil, err
 	}
 	c, err := net.Dial("unix", sock)
 	if err != nil {

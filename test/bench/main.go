@@ -149,7 +149,11 @@ func run(c config) error {
 	order := slices.SortedFunc(maps.Keys(cells), compareCells)
 	rows := buildRows(cells, order)
 	printTable(os.Stdout, rows)
-	fmt.Printf("encap sink UDP_GRO=%v (the sidecar's GSO runs arrive coalesced; -sink-gro=false splits them before the sink socket)\n", c.sinkGRO)
+	if c.sinkGRO {
+		fmt.Println("encap sink UDP_GRO=true: the sidecar's GSO runs arrive coalesced (-sink-gro=false cuts them before the sink's socket)")
+	} else {
+		fmt.Println("encap sink UDP_GRO=false: GSO runs are cut into datagrams before the sink's socket")
+	}
 	if err := saveChart(c.chart, m, rows); err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -37,19 +36,8 @@ const vhostBufSize = maxFrameSize + 64
 // start launches the sidecar, waits for msg=ready, connects as the
 // vhost-user front end and starts queue pair 0 with every RX buffer posted.
 func (s *vhostSidecar) start(sock string, dutPort, netPort int) (net.Conn, error) {
-	var err error
-	s.p, err = startProc("msg=ready", s.bin, "--vhost-user", sock+",mtu=9000",
-		"--l2tpv3", l2tpv3Opts(dutPort, netPort), "--batch", strconv.Itoa(s.batch), "--log-level", "info")
-	if err != nil {
-		return nil, fmt.Errorf("sidecar: %w", err)
-	}
-	select {
-	case <-s.p.match:
-	case <-s.p.done:
-		return nil, fmt.Errorf("sidecar exited before ready: %s", lastLines(s.p.output(), 3))
-	case <-time.After(startTimeout):
-		s.p.terminate()
-		return nil, errors.New("sidecar: no msg=ready within " + startTimeout.String())
+	if err := s.launch([]string{"--vhost-user", sock + ",mtu=9000"}, dutPort, netPort); err != nil {
+		return nil, err
 	}
 	fe, err := vhosttest.Dial(sock)
 	if err != nil {
