@@ -288,20 +288,25 @@ func (p *Port) Status() PortStatus {
 // FrontEndStatus is the QEMU side of a port: what it is, whether a VM is
 // attached, and its counters (those that do not apply stay 0).
 type FrontEndStatus struct {
-	Kind           string        `json:"kind"` // "stream" or "vhost-user"
-	Address        string        `json:"address"`
-	Connected      bool          `json:"connected"`
-	Connections    uint64        `json:"connections"`
-	ProtocolErrors uint64        `json:"protocol_errors"` // stream: bad length prefix; vhost-user: bad message
-	RingViolations uint64        `json:"ring_violations"`
-	FromVMDropped  uint64        `json:"from_vm_dropped"`
-	ToVMDropped    uint64        `json:"to_vm_dropped"`
-	Waits          uint64        `json:"waits"`      // times the VM could not take frames
-	WaitNanos      uint64        `json:"wait_nanos"` // time spent waiting for it (stream)
-	MTU            int           `json:"mtu,omitempty"`
-	OfferedMTU     int           `json:"offered_mtu,omitempty"` // vhost-user: VIRTIO_NET_F_MTU offered
-	Queues         []QueueStatus `json:"queues,omitempty"`      // vhost-user: per queue pair
-	RefusedPeers   uint64        `json:"refused_peers"`         // connections refused by allow-uid=
+	Kind           string `json:"kind"` // "stream" or "vhost-user"
+	Address        string `json:"address"`
+	Connected      bool   `json:"connected"`
+	Connections    uint64 `json:"connections"`
+	ProtocolErrors uint64 `json:"protocol_errors"` // stream: bad length prefix; vhost-user: bad message
+	RingViolations uint64 `json:"ring_violations"`
+	FromVMDropped  uint64 `json:"from_vm_dropped"`
+	ToVMDropped    uint64 `json:"to_vm_dropped"`
+	Waits          uint64 `json:"waits"`      // times the VM could not take frames
+	WaitNanos      uint64 `json:"wait_nanos"` // time spent waiting for it (stream)
+	MTU            int    `json:"mtu,omitempty"`
+	OfferedMTU     int    `json:"offered_mtu,omitempty"` // vhost-user: VIRTIO_NET_F_MTU offered
+	// vhost-user guest offloads: whether CSUM/TSO are offered, frames whose
+	// checksum was completed, TSO super-frames cut into segments.
+	Offload           bool          `json:"offload,omitempty"`
+	ChecksummedFrames uint64        `json:"csum_frames,omitempty"`
+	SegmentedFrames   uint64        `json:"tso_frames,omitempty"`
+	Queues            []QueueStatus `json:"queues,omitempty"` // vhost-user: per queue pair
+	RefusedPeers      uint64        `json:"refused_peers"`    // connections refused by allow-uid=
 }
 
 // String names the front end as logs print it (vhost-user: with its queue

@@ -30,6 +30,9 @@ type VhostUserAddr struct {
 	// Access is the socket file's owner, group and mode and the peer UID
 	// allowed (server=on only; see access.go).
 	Access Access
+	// NoOffload withholds the guest's checksum and TSO offloads (offload=off),
+	// which are offered by default.
+	NoOffload bool
 }
 
 // DefaultVhostUserMTU is the MTU offered when mtu= is not given: the
@@ -37,8 +40,8 @@ type VhostUserAddr struct {
 // unfragmented (1446 for UDP/IPv4 with the 4-byte sublayer).
 func DefaultVhostUserMTU(c l2tp.Config) int { return 1500 - c.Overhead() - 14 }
 
-// ParseVhostUserAddr reads `PATH[,server=on|off][,queues=N][,mtu=N]`; the
-// sidecar listens by default.
+// ParseVhostUserAddr reads `PATH[,server=on|off][,queues=N][,mtu=N][,offload=on|off]`
+// plus the access keys; the sidecar listens by default.
 func ParseVhostUserAddr(spec string) (VhostUserAddr, error) {
 	parts := strings.Split(spec, ",")
 	a := VhostUserAddr{Path: parts[0], Server: true, Queues: 1}
@@ -61,6 +64,10 @@ func ParseVhostUserAddr(spec string) (VhostUserAddr, error) {
 			if err == nil && (a.MTU < 68 || a.MTU > 65535) {
 				err = errors.New("must be 68..65535")
 			}
+		case "offload":
+			var on bool
+			on, err = parseOnOff(val)
+			a.NoOffload = !on
 		default:
 			if known, aerr := a.Access.set(key, val); known {
 				if aerr != nil {
@@ -68,7 +75,7 @@ func ParseVhostUserAddr(spec string) (VhostUserAddr, error) {
 				}
 				continue
 			}
-			err = errors.New("unknown key (want server, queues, mtu, " + accessKeys + ")")
+			err = errors.New("unknown key (want server, queues, mtu, offload, " + accessKeys + ")")
 		}
 		if err != nil {
 			return a, fmt.Errorf("--vhost-user %q: %s=%s: %v", spec, key, val, err)
@@ -99,7 +106,7 @@ func ListenVhostUser(a VhostUserAddr, batch int, pump *Pump, log *slog.Logger) (
 		return nil, fmt.Errorf("--vhost-user %s: %w", a.Path, err)
 	}
 	v := &VhostUser{pump: pump, log: log, addr: a}
-	cfg := vhostuser.Config{Queues: a.Queues, MTU: a.MTU, BatchSize: batch, Logger: log}
+	cfg := vhostuser.Config{Queues: a.Queues, MTU: a.MTU, NoOffload: a.NoOffload, BatchSize: batch, Logger: log}
 	var err error
 	if a.Server {
 		v.guard = newPeerGuard(a.Access, log, a.Path)
@@ -140,6 +147,7 @@ func (v *VhostUser) Status() FrontEndStatus {
 	st := FrontEndStatus{Kind: "vhost-user", Address: v.addr.Path, Connected: v.active.Load() > 0,
 		Connections: s.Connections, ProtocolErrors: s.ProtocolErrors, RingViolations: s.RingViolations,
 		FromVMDropped: s.TXDropped, ToVMDropped: s.RXDropped, Waits: s.Waits, MTU: s.MTU,
+		ChecksummedFrames: s.TXChecksummed, SegmentedFrames: s.TXSegmented, Offload: !v.addr.NoOffload,
 		OfferedMTU: v.addr.MTU, Queues: make([]QueueStatus, len(s.Queues)), RefusedPeers: v.guard.Refused()}
 	for i, q := range s.Queues {
 		st.Queues[i] = QueueStatus{FromVM: q.TXFrames, ToVM: q.RXFrames}

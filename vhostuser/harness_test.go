@@ -186,7 +186,13 @@ func frame(n int, seed byte) []byte {
 // takes the rest) and queues them as one chain, indirect if asked.
 func (r *rig) putTX(f []byte, indirect bool, cuts ...int) uint16 {
 	r.t.Helper()
-	data := append(make([]byte, netHdrLen), f...)
+	return r.putTXHdr(make([]byte, netHdrLen), f, indirect, cuts...)
+}
+
+// putTXHdr is putTX with the virtio-net header hdr instead of a zero one.
+func (r *rig) putTXHdr(hdr, f []byte, indirect bool, cuts ...int) uint16 {
+	r.t.Helper()
+	data := append(bytes.Clone(hdr), f...)
 	var segs []vhosttest.Seg
 	for len(data) > 0 {
 		n := len(data)

@@ -68,7 +68,8 @@ func TestNegotiation(t *testing.T) {
 	fe := s.fe
 	feat, err := fe.Get(vhosttest.GetFeatures, nil)
 	want := uint64(vhosttest.FVersion1 | vhosttest.FMrgRxbuf | vhosttest.FEventIdx | vhosttest.FIndirectDesc |
-		vhosttest.FNotifyOnEmpty | vhosttest.FProtocol | vhosttest.FMQ | vhosttest.FMTU)
+		vhosttest.FNotifyOnEmpty | vhosttest.FProtocol | vhosttest.FMQ | vhosttest.FMTU |
+		vhosttest.FCsum | vhosttest.FHostTSO4 | vhosttest.FHostTSO6 | vhosttest.FHostECN)
 	if err != nil || feat != want {
 		t.Fatalf("GET_FEATURES = %#x, %v; want %#x", feat, err, want)
 	}
@@ -160,7 +161,7 @@ func TestBadMessages(t *testing.T) {
 		{name: "ring size too big", req: vhosttest.SetVringNum, flags: 1, body: vhosttest.State(0, 65536)},
 		{name: "vring index out of range", req: vhosttest.SetVringNum, flags: 1, body: vhosttest.State(2, 256)},
 		{name: "kick index out of range", req: vhosttest.SetVringKick, flags: 1, body: vhosttest.U64(7), fds: 1},
-		{name: "feature not offered", req: vhosttest.SetFeatures, flags: 1, body: vhosttest.U64(1 << 0)},
+		{name: "feature not offered", req: vhosttest.SetFeatures, flags: 1, body: vhosttest.U64(1 << 1)},
 		{name: "protocol feature not offered", req: vhosttest.SetProtocolFeatures, flags: 1, body: vhosttest.U64(1 << 5)},
 		{name: "kick before the ring is configured", req: vhosttest.SetVringKick, flags: 1, body: vhosttest.U64(0), fds: -2},
 		{name: "enable state 2", req: vhosttest.SetVringEnable, flags: 1, body: vhosttest.State(0, 2)},

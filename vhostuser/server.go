@@ -25,6 +25,9 @@ type Config struct {
 	// still comes from QEMU's host_mtu property (sent back as NET_SET_MTU; one above MTU
 	// is accepted with a warning, since refusing it costs the guest its NIC).
 	MTU int
+	// NoOffload withholds the guest's transmit offloads (CSUM, HOST_TSO4/6, HOST_ECN), which
+	// are offered by default: the guest then checksums and segments every frame itself.
+	NoOffload bool
 	// BatchSize is what QueuePair.BatchSize reports, 1..1024 (default 64).
 	BatchSize int
 	// Logger receives connection-level events; nothing is logged per packet. Default:

@@ -9,7 +9,9 @@ type Stats struct {
 	RingViolations uint64       // rings stopped because the guest broke the virtqueue rules
 	TXFrames       uint64       // frames handed to ReadFrames callers
 	TXBytes        uint64       // their bytes, virtio-net header excluded
-	TXDropped      uint64       // guest frames discarded: empty, larger than the buffer, or on a disabled ring
+	TXDropped      uint64       // guest frames discarded: empty, larger than the buffer, a bad offload request, or on a disabled ring
+	TXChecksummed  uint64       // guest frames whose TCP/UDP checksum the back end completed (NEEDS_CSUM)
+	TXSegmented    uint64       // guest TSO super-frames cut into segments (each segment counts in TXFrames)
 	RXFrames       uint64       // frames delivered into the guest
 	RXBytes        uint64       // their bytes, virtio-net header excluded
 	RXDropped      uint64       // frames no RX buffer layout of the ring could ever hold
@@ -49,6 +51,8 @@ func (st *Stats) addVrings(vs []vringStats) {
 			st.TXFrames += v.frames.Load()
 			st.TXBytes += v.bytes.Load()
 			st.TXDropped += v.dropped.Load()
+			st.TXChecksummed += v.csum.Load()
+			st.TXSegmented += v.tso.Load()
 		}
 	}
 }

@@ -4,6 +4,10 @@ import "encoding/binary"
 
 // Virtio feature bits this back end knows about (virtio 1.2 §5.1.3 and §6).
 const (
+	featNetCsum       uint64 = 1 << 0  // VIRTIO_NET_F_CSUM: the guest may leave TX checksums to us
+	featNetHostTSO4   uint64 = 1 << 11 // VIRTIO_NET_F_HOST_TSO4: the guest may send TCPv4 super-frames
+	featNetHostTSO6   uint64 = 1 << 12 // VIRTIO_NET_F_HOST_TSO6: the guest may send TCPv6 super-frames
+	featNetHostECN    uint64 = 1 << 13 // VIRTIO_NET_F_HOST_ECN: ... also for flows that use ECN
 	featNetMTU        uint64 = 1 << 3  // VIRTIO_NET_F_MTU: the guest reads the MTU from config space
 	featNetMrgRxbuf   uint64 = 1 << 15 // VIRTIO_NET_F_MRG_RXBUF: a frame may span several RX buffers
 	featNetMQ         uint64 = 1 << 22 // VIRTIO_NET_F_MQ: several queue pairs
@@ -40,11 +44,14 @@ const (
 	numBuffersOff   = 10 // offset of the le16 num_buffers field in the 12-byte header
 )
 
-// offeredFeatures returns the virtio feature set offered to the front end for cfg; the
-// checksum and segmentation offloads are deliberately absent (a later issue adds them).
+// offeredFeatures returns the virtio feature set offered to the front end for cfg: the
+// guest's transmit offloads unless cfg.NoOffload (see offload.go), never the receive ones.
 func offeredFeatures(cfg *Config) uint64 {
 	f := featVersion1 | featNetMrgRxbuf | featEventIdx | featIndirectDesc |
 		featNotifyOnEmpty | featProtocol
+	if !cfg.NoOffload {
+		f |= featNetCsum | featNetHostTSO4 | featNetHostTSO6 | featNetHostECN
+	}
 	if cfg.Queues > 1 {
 		f |= featNetMQ
 	}

@@ -63,8 +63,9 @@ type vring struct {
 	sigValid  bool
 
 	walker chainWalker
-	segs   []seg   // RX scratch: the writable segments of the buffers gathered for a frame
-	bufs   []rxBuf // RX scratch: the buffers gathered for a frame
+	tx     txScratch // TX scratch: the frame being read
+	segs   []seg     // RX scratch: the writable segments of the buffers gathered for a frame
+	bufs   []rxBuf   // RX scratch: the buffers gathered for a frame
 	hdr    [netHdrLen]byte
 }
 
@@ -78,6 +79,8 @@ type vringStats struct {
 	notifies   atomic.Uint64
 	waits      atomic.Uint64
 	violations atomic.Uint64
+	csum       atomic.Uint64 // TX frames whose checksum the back end completed
+	tso        atomic.Uint64 // TX super-frames cut into segments
 }
 
 // isRX reports whether the vring is the receive queue of its pair (even index).
@@ -279,6 +282,10 @@ func (v *vring) start(acked uint64) {
 	v.availIdx = v.lastAvail
 	v.usedFlags = 0
 	v.publishUsed()
+	v.tx.tsoNext = 0
+	if !v.isRX() && cap(v.tx.spans) < 2*int(v.num) {
+		v.tx.spans = make([]span, 0, 2*v.num)
+	}
 	if v.isRX() {
 		if cap(v.bufs) < int(v.num) {
 			v.bufs = make([]rxBuf, v.num)

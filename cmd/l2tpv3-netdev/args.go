@@ -36,7 +36,7 @@ QEMU side:
         server=off: the sidecar connects to QEMU's server=on socket and
         reconnects every reconnect seconds (default 1) when it drops.
 
-  --vhost-user PATH[,server=on|off][,queues=N][,mtu=N]   (also --socket-path PATH)
+  --vhost-user PATH[,server=on|off][,queues=N][,mtu=N][,offload=on|off]   (also --socket-path PATH)
         A vhost-user socket: the VM's virtio-net rings are served straight from
         guest memory. server=on (default): the sidecar listens; QEMU uses
         -chardev socket,id=c0,path=PATH,reconnect=1 -netdev vhost-user,chardev=c0
@@ -46,6 +46,10 @@ QEMU side:
         mtu=N (68..65535) is the MTU offered to the guest (VIRTIO_NET_F_MTU;
         QEMU's host_mtu=N must match); default: what fits a 1500-byte underlay
         after the L2TPv3 overhead (1446 for UDP/IPv4 with the sublayer).
+        offload=on (default) offers the guest checksum and TCP segmentation
+        offloads (CSUM, HOST_TSO4/6): the sidecar completes checksums and cuts
+        TSO super-frames itself, and sends the segments as one UDP GSO batch;
+        offload=off makes the guest do both.
   --print-capabilities
         print {"type":"net"} (the vhost-user back-end convention) and exit
 

@@ -45,7 +45,11 @@ const (
 
 // Feature bits a test may negotiate.
 const (
+	FCsum          = 1 << 0
 	FMTU           = 1 << 3
+	FHostTSO4      = 1 << 11
+	FHostTSO6      = 1 << 12
+	FHostECN       = 1 << 13
 	FMrgRxbuf      = 1 << 15
 	FMQ            = 1 << 22
 	FNotifyOnEmpty = 1 << 24

@@ -10,7 +10,8 @@ import (
 const netHdrLen = 12
 
 // GuestFeatures is what a Linux guest behind QEMU acks of a back end's offer.
-const GuestFeatures = FVersion1 | FMrgRxbuf | FEventIdx | FIndirectDesc | FNotifyOnEmpty | FProtocol | FMQ | FMTU
+const GuestFeatures = FVersion1 | FMrgRxbuf | FEventIdx | FIndirectDesc | FNotifyOnEmpty | FProtocol | FMQ | FMTU |
+	FCsum | FHostTSO4 | FHostTSO6 | FHostECN
 
 // GuestProtocol is the protocol features a Guest asks for.
 const GuestProtocol = PMQ | PReplyAck | PMTU
@@ -20,6 +21,7 @@ type GuestOptions struct {
 	Pairs   int    // queue pairs to start, default 1
 	Num     uint16 // ring size, default 256
 	BufSize int    // bytes per RX and TX buffer, header included; default 2048
+	TXBuf   int    // bytes per TX buffer when TX frames are larger (TSO super-frames); default BufSize
 	MemSize int    // guest memory, default what the rings and buffers need
 }
 
@@ -37,6 +39,7 @@ type Guest struct {
 type QueuePair struct {
 	RX, TX  *Virtqueue
 	bufSize int
+	txSize  int
 	txFree  []uint64 // TX buffers not in the ring
 	scratch []byte   // a frame spread over several RX buffers, reassembled
 }
@@ -85,8 +88,9 @@ func (o GuestOptions) withDefaults() GuestOptions {
 	if o.BufSize == 0 {
 		o.BufSize = 2048
 	}
+	o.TXBuf = max(o.TXBuf, o.BufSize)
 	if o.MemSize == 0 {
-		per := 2*int(o.Num)*(o.BufSize+64) + 64<<10
+		per := int(o.Num)*(o.BufSize+o.TXBuf+128) + 64<<10
 		o.MemSize = (o.Pairs*per + 1<<20 + 8191) &^ 8191
 	}
 	return o
@@ -103,11 +107,11 @@ func (g *Guest) newPair(o GuestOptions) (*QueuePair, error) {
 		rx.Close()
 		return nil, err
 	}
-	p := &QueuePair{RX: rx, TX: tx, bufSize: o.BufSize, scratch: make([]byte, 0, 65536+netHdrLen)}
+	p := &QueuePair{RX: rx, TX: tx, bufSize: o.BufSize, txSize: o.TXBuf, scratch: make([]byte, 0, 65536+netHdrLen)}
 	for range o.Num {
 		a := g.Mem.Alloc(uint64(o.BufSize), 64)
 		rx.Add([]Seg{{Addr: a, Len: uint32(o.BufSize), Write: true}})
-		p.txFree = append(p.txFree, g.Mem.Alloc(uint64(o.BufSize), 64))
+		p.txFree = append(p.txFree, g.Mem.Alloc(uint64(o.TXBuf), 64))
 	}
 	rx.Publish()
 	return p, nil
@@ -125,16 +129,30 @@ func (g *Guest) Close() {
 
 // Send reclaims the TX buffers the back end has finished with, then queues up to n frames,
 // each written by fill into a buffer (fill returns the frame's length, at most
-// BufSize-12), publishes them and kicks if the back end asked for it. It returns how many
-// it queued: 0 when the ring is full (see WaitTX).
+// TXBuf-12) behind a zero virtio-net header, publishes them and kicks if the back end
+// asked for it. It returns how many it queued: 0 when the ring is full (see WaitTX).
 func (p *QueuePair) Send(n int, fill func(frame []byte) int) int {
+	return p.send(n, fill, nil)
+}
+
+// SendOffload is Send for frames that ask for offloads: hdr fills each frame's 12-byte
+// virtio-net header (see NetHdr) after fill wrote the frame.
+func (p *QueuePair) SendOffload(n int, fill func(frame []byte) int, hdr func(h []byte)) int {
+	return p.send(n, fill, hdr)
+}
+
+// send queues up to n frames written by fill, their headers by hdr when not nil.
+func (p *QueuePair) send(n int, fill func(frame []byte) int, hdr func(h []byte)) int {
 	p.reclaimTX()
 	k := 0
 	for ; k < n && len(p.txFree) > 0; k++ {
 		a := p.txFree[len(p.txFree)-1]
-		b := p.TX.Mem.At(a, uint64(p.bufSize))
+		b := p.TX.Mem.At(a, uint64(p.txSize))
 		clear(b[:netHdrLen])
 		l := fill(b[netHdrLen:])
+		if hdr != nil {
+			hdr(b[:netHdrLen])
+		}
 		if _, ok := p.TX.Add([]Seg{{Addr: a, Len: uint32(netHdrLen + l)}}); !ok {
 			break
 		}
@@ -222,4 +240,26 @@ func (p *QueuePair) WaitRX(d time.Duration) {
 		return
 	}
 	p.RX.WaitCall(d)
+}
+
+// NetHdr is a virtio-net header asking for offloads (virtio 1.2 §5.1.6): NEEDS_CSUM at
+// CsumStart/CsumOffset, and with GSOType (1 TCPv4, 4 TCPv6) a super-frame cut at GSOSize.
+type NetHdr struct {
+	NeedsCsum             bool
+	GSOType               uint8
+	HdrLen, GSOSize       uint16
+	CsumStart, CsumOffset uint16
+}
+
+// Put writes h into the first 10 bytes of b, little-endian, as a driver does.
+func (h NetHdr) Put(b []byte) {
+	b[0] = 0
+	if h.NeedsCsum {
+		b[0] = 1
+	}
+	b[1] = h.GSOType
+	binary.LittleEndian.PutUint16(b[2:], h.HdrLen)
+	binary.LittleEndian.PutUint16(b[4:], h.GSOSize)
+	binary.LittleEndian.PutUint16(b[6:], h.CsumStart)
+	binary.LittleEndian.PutUint16(b[8:], h.CsumOffset)
 }
