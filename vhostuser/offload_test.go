@@ -422,3 +422,42 @@ func TestNoOffloadOffer(t *testing.T) {
 		t.Errorf("offload bits %#x", on^off)
 	}
 }
+
+// FuzzTSO feeds planTSO and segment arbitrary virtio-net headers and frames: nothing may
+// panic, every segment must fit the room given, and the segments' payloads, joined, must
+// be the super-frame's payload.
+func FuzzTSO(f *testing.F) {
+	for _, s := range superFrames {
+		f.Add(append(s.hdr(), s.frame()...))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) < netHdrLen {
+			return
+		}
+		h, fr := parseNetHdr(data), data[netHdrLen:]
+		if h.gsoType == gsoNone {
+			if h.flags&hdrFNeedsCsum != 0 {
+				completeCsum(bytes.Clone(fr), h)
+			}
+			return
+		}
+		const room = 2000
+		p, err := planTSO(h, fr[:min(len(fr), tsoHeadLen)], len(fr), room)
+		if err != nil {
+			return
+		}
+		var joined []byte
+		for i := range p.segs {
+			m := p.segLen(i)
+			seg := append(bytes.Clone(fr[:p.hdrLen]), fr[p.hdrLen+i*p.mss:p.hdrLen+i*p.mss+m]...)
+			if len(seg) > room {
+				t.Fatalf("segment %d is %d bytes, room %d", i, len(seg), room)
+			}
+			p.segment(seg, i)
+			joined = append(joined, seg[p.hdrLen:]...)
+		}
+		if !bytes.Equal(joined, fr[p.hdrLen:]) {
+			t.Fatal("segments do not add up to the payload")
+		}
+	})
+}
