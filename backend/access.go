@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,6 +114,51 @@ func (a Access) validFor(listensOnUnix bool) error {
 		return errors.New("owner, group, mode and allow-uid apply only to a unix socket the sidecar listens on (server=on)")
 	}
 	return nil
+}
+
+// ParseUnixSpec reads PATH[,owner=USER|UID][,group=GROUP|GID][,mode=OCTAL]
+// [,allow-uid=USER|UID]: a unix socket the sidecar listens on that is no
+// front end (the admin socket), with the access keys of --stream and
+// --vhost-user. Errors name the key and value; the caller names the option.
+func ParseUnixSpec(spec string) (string, Access, error) {
+	var a Access
+	parts := strings.Split(spec, ",")
+	if parts[0] == "" {
+		return "", a, errors.New("want PATH[,owner=USER|UID][,group=GROUP|GID][,mode=OCTAL][,allow-uid=USER|UID]")
+	}
+	for _, kv := range parts[1:] {
+		key, val, _ := strings.Cut(kv, "=")
+		known, err := a.set(key, val)
+		if !known {
+			return "", a, fmt.Errorf("unknown key %q (want %s)", key, accessKeys)
+		}
+		if err != nil {
+			return "", a, err
+		}
+	}
+	return parts[0], a, nil
+}
+
+// ListenUnix listens on the unix socket path with access a, as the
+// front ends do: a stale socket file is replaced (one in use is refused),
+// the file is born 0600 and then given a's owner, group and mode, and is
+// removed when the listener closes; a connection from a peer allow-uid=
+// does not allow is closed before a byte is read, counted and logged (at
+// most once a second) on log.
+func ListenUnix(path string, a Access, log *slog.Logger) (net.Listener, error) {
+	if err := RemoveStaleSocket(path); err != nil {
+		return nil, err
+	}
+	var ln net.Listener
+	if err := BindPrivate(func() (err error) { ln, err = net.Listen("unix", path); return err }); err != nil {
+		return nil, fmt.Errorf("listen: %w", err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	if err := a.apply(path); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return &guardedListener{ln, newPeerGuard(a, log, path)}, nil
 }
 
 // String renders the keys that differ from the defaults (",owner=107,mode=0660").

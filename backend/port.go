@@ -70,10 +70,7 @@ func (s PortSpec) Parse() (PortConfig, error) {
 	if c.L2TP, err = l2tp.ParseOptions(s.L2TPv3); err != nil {
 		return c, fmt.Errorf("--%w", err) // "--l2tpv3: missing dst"
 	}
-	if c.VhostUser != nil && c.VhostUser.MTU == 0 {
-		c.VhostUser.MTU = DefaultVhostUserMTU(c.L2TP)
-	}
-	return c, nil
+	return c, nil // a vhost-user MTU left 0 is the tunnel's inner MTU (OpenPort)
 }
 
 // SocketPath is the unix socket the port's front end listens on or dials,
@@ -148,6 +145,7 @@ func OpenPort(cfg PortConfig, log *slog.Logger) (*Port, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg = offerMTU(cfg, tun, log)
 	p := &Port{cfg: cfg, tun: tun, log: log, done: make(chan struct{}), state: PortRunning}
 	p.net = newCaptureNetwork(tun)
 	p.pump = NewPump(p.net, func(n int) { tun.Stats().AddDrop(l2tp.DropVMDown, uint64(n)) })
@@ -179,10 +177,11 @@ func (p *Port) Start() {
 	errc := make(chan error, 2)
 	go func() { errc <- p.pump.RunNetToVM() }()
 	go func() { errc <- p.fe.Run(ctx) }()
-	go logDrops(ctx, p.log, p.tun.Stats(), DropLogInterval)
+	go logDrops(ctx, p.log, p.tun, DropLogInterval)
 	go p.wait(errc)
+	u := p.tun.Underlay()
 	p.log.Info("ready", "front_end", p.fe.Status().String(), "local", p.tun.LocalAddr(), "peer", p.tun.PeerAddr(),
-		"l2tpv3", p.cfg.L2TP.String(), "mtu_on_1500_underlay", 1500-p.cfg.L2TP.Overhead()-14)
+		"l2tpv3", p.cfg.L2TP.String(), "inner_mtu", p.tun.InnerMTU(), "underlay_mtu", u.MTU, "underlay_mtu_from", u.From)
 }
 
 // wait ends the port when either side stops, recording a failure unless
@@ -264,6 +263,10 @@ type PortStatus struct {
 	Peer      string             `json:"peer"`
 	Session   l2tp.StatsSnapshot `json:"session"`
 	Capture   *CaptureStatus     `json:"capture,omitempty"` // a running capture
+
+	InnerMTU int            `json:"inner_mtu,omitempty"` // what the underlay MTU carries whole
+	Underlay *l2tp.Underlay `json:"underlay,omitempty"`  // the underlay MTU and its source
+	Ring     RingOccupancy  `json:"ring_occupancy"`      // frames held for the other side
 }
 
 // Status reports the port's state and counters.
@@ -282,6 +285,9 @@ func (p *Port) Status() PortStatus {
 	st.Local, st.Peer = p.tun.LocalAddr(), p.tun.PeerAddr()
 	st.Session = p.tun.Stats().Snapshot()
 	st.Capture = p.CaptureStatus()
+	u := p.tun.Underlay()
+	st.InnerMTU, st.Underlay = p.tun.InnerMTU(), &u
+	st.Ring = p.pump.Occupancy()
 	return st
 }
 
@@ -336,12 +342,14 @@ func (s *streamFrontEnd) Status() FrontEndStatus {
 var DropLogInterval = time.Second
 
 // logDrops logs, at most once per interval and reason, how many packets
-// were dropped since the last line: a flood of bad packets gives a bounded
-// number of log lines and costs the data path nothing.
-func logDrops(ctx context.Context, log *slog.Logger, stats *l2tp.Stats, every time.Duration) {
+// were dropped since the last line, and how many frames were above the
+// underlay MTU: a flood of bad packets gives a bounded number of log lines
+// and costs the data path nothing.
+func logDrops(ctx context.Context, log *slog.Logger, tun *l2tp.Tunnel, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	prev := stats.Snapshot()
+	stats := tun.Stats()
+	var prev l2tp.StatsSnapshot // from zero: what is counted before the first tick is logged too
 	for {
 		select {
 		case <-ctx.Done():
@@ -354,6 +362,7 @@ func logDrops(ctx context.Context, log *slog.Logger, stats *l2tp.Stats, every ti
 				log.Warn("dropped packets", "reason", d.String(), "count", n, "total", cur.Drops[d])
 			}
 		}
+		logAboveMTU(log, tun, cur.AboveMTU-prev.AboveMTU, cur.AboveMTU)
 		prev = cur
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+
+	"golang.org/x/sys/cpu"
 )
 
 // MaxFrame is the largest Ethernet frame the VM side may hand over: QEMU's
@@ -43,6 +45,12 @@ type Pump struct {
 
 	queues []*queue // per queue pair; fixed once serving starts
 	rx     *steerer // owned by RunNetToVM
+
+	_ cpu.CacheLinePad
+	// toVM is the network → VM ring occupancy: frames read from the
+	// network and not yet delivered to the VM. Written by RunNetToVM only.
+	toVM atomic.Int64
+	_    cpu.CacheLinePad
 }
 
 // portRef boxes an interface value, so that a port is identified by pointer.
@@ -63,6 +71,12 @@ type queue struct {
 	send    NetSender
 	bufs    [][]byte
 	sizes   []int
+
+	_ cpu.CacheLinePad
+	// held is this pair's VM → network ring occupancy: frames read from
+	// the VM and not yet sent. Written by the serving goroutine only.
+	held atomic.Int64
+	_    cpu.CacheLinePad
 }
 
 // NewPump joins a network side to VM ports, one queue pair to begin with
@@ -123,10 +137,13 @@ func (p *Pump) RunNetToVM() error {
 		case set == nil:
 			p.vmDown(n)
 		case len(set.live) == 1:
+			p.toVM.Store(int64(n))
 			p.deliver(set.ports[set.live[0]], frames[:n])
 		default:
+			p.toVM.Store(int64(n))
 			p.rx.steer(p, set, frames[:n])
 		}
+		p.toVM.Store(0)
 	}
 }
 
@@ -176,10 +193,34 @@ func (p *Pump) ServeQueue(i int, port VMPort) error {
 		if n == 0 {
 			continue
 		}
-		if err := q.send.WriteFrames(bufs[:n], sizes[:n], off); err != nil {
+		q.held.Store(int64(n))
+		err = q.send.WriteFrames(bufs[:n], sizes[:n], off)
+		q.held.Store(0)
+		if err != nil {
 			return errors.Join(errNetwork, err)
 		}
 	}
+}
+
+// RingOccupancy is how many frames a port holds inside the process, by
+// direction, waiting for the other side to take them: a gauge that stays
+// near 0 while both sides keep up and rises to a batch (per queue pair,
+// VM → network) while one side applies backpressure.
+type RingOccupancy struct {
+	// ToVM: frames read from the network not yet delivered to the VM.
+	ToVM int64 `json:"to_vm"`
+	// ToNetwork: frames read from the VM not yet sent, all queue pairs.
+	ToNetwork int64 `json:"to_network"`
+}
+
+// Occupancy reads the ring occupancy gauges (each atomically; any
+// goroutine).
+func (p *Pump) Occupancy() RingOccupancy {
+	o := RingOccupancy{ToVM: p.toVM.Load()}
+	for _, q := range p.queues {
+		o.ToNetwork += q.held.Load()
+	}
+	return o
 }
 
 // allocate makes the queue's frame buffers the first time it is served;

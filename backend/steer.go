@@ -52,6 +52,8 @@ func (s *steerer) steer(p *Pump, set *portSet, frames [][]byte) {
 			continue
 		}
 		s.deliverSteered(p, set, q, s.sub[q])
+		// This pair's share is delivered: out of the ring occupancy.
+		p.toVM.Add(-int64(len(s.sub[q])))
 		clear(s.sub[q]) // do not keep the receive ring's frames reachable
 		s.sub[q] = s.sub[q][:0]
 	}

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync/atomic"
 
-	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser"
 )
 
@@ -24,8 +23,8 @@ type VhostUserAddr struct {
 	// -netdev vhost-user,queues=N and virtio-net-pci,mq=on).
 	Queues int
 	// MTU is offered to the guest (VIRTIO_NET_F_MTU), 68..65535. Left 0 by
-	// ParseVhostUserAddr when mtu= is not given; PortSpec.Parse then sets
-	// DefaultVhostUserMTU of the session.
+	// ParseVhostUserAddr when mtu= is not given; OpenPort then offers the
+	// session's inner MTU (l2tp.Config.InnerMTU of the underlay MTU).
 	MTU int
 	// Access is the socket file's owner, group and mode and the peer UID
 	// allowed (server=on only; see access.go).
@@ -34,11 +33,6 @@ type VhostUserAddr struct {
 	// which are offered by default.
 	NoOffload bool
 }
-
-// DefaultVhostUserMTU is the MTU offered when mtu= is not given: the
-// largest inner MTU whose frames, encapsulated, fit a 1500-byte underlay
-// unfragmented (1446 for UDP/IPv4 with the 4-byte sublayer).
-func DefaultVhostUserMTU(c l2tp.Config) int { return 1500 - c.Overhead() - 14 }
 
 // ParseVhostUserAddr reads `PATH[,server=on|off][,queues=N][,mtu=N][,offload=on|off]`
 // plus the access keys; the sidecar listens by default.

@@ -63,6 +63,30 @@ const (
 	CounterPinned
 )
 
+// Oversize is what happens to a frame whose encapsulated datagram is larger
+// than the underlay MTU (Config.UnderlayMTU). Either way it is counted
+// (StatsSnapshot.AboveMTU).
+type Oversize uint8
+
+const (
+	// OversizeFragment sends it and lets the outer packet fragment: IPv4
+	// without DF (IP_PMTUDISC_DONT, as the kernel's L2TP with ignore_df),
+	// IPv6 fragmented by this host (IPV6_PMTUDISC_WANT). QEMU's own l2tpv3
+	// fragments too.
+	OversizeFragment Oversize = iota
+	// OversizeDrop drops it (DropOversize) and never lets the kernel
+	// fragment: IP_PMTUDISC_DO / IPV6_PMTUDISC_DO, so a datagram above the
+	// route's MTU is refused (DropSendError) rather than fragmented.
+	OversizeDrop
+)
+
+// Bounds of Config.UnderlayMTU: the smallest datagram every IPv4 host
+// takes whole, and the largest IP packet length field.
+const (
+	MinUnderlayMTU = 576
+	MaxUnderlayMTU = 65535
+)
+
 // Config is one static L2TPv3 Ethernet pseudowire. The zero value is not
 // valid: use ParseOptions, or fill it and call Validate.
 type Config struct {
@@ -110,6 +134,15 @@ type Config struct {
 	// UDP) is not Dst's resolved address. ParseOptions defaults it to on
 	// when Dst is a literal address and off for a host name.
 	PinPeer bool
+
+	// UnderlayMTU is the MTU of the path to the peer, MinUnderlayMTU..
+	// MaxUnderlayMTU; 0 (the default) means the MTU of the route to Dst,
+	// asked of the kernel when the tunnel opens (1500 if it cannot tell).
+	// The inner MTU offered to the VM is InnerMTU of it.
+	UnderlayMTU int
+	// Oversize is what happens to a frame above the underlay MTU; the
+	// default, OversizeFragment, is QEMU's behaviour.
+	Oversize Oversize
 }
 
 // maxOffset is the largest Offset accepted (QEMU never bounded it).
@@ -148,6 +181,17 @@ func (c Config) Validate() error {
 	}
 	if c.Offset < 0 || c.Offset > maxOffset {
 		return cfgErr("offset", "offset=%d: must be 0..%d", c.Offset, maxOffset)
+	}
+	return c.validateMTU()
+}
+
+// validateMTU checks underlay-mtu's bounds and the oversize policy.
+func (c Config) validateMTU() error {
+	if c.UnderlayMTU != 0 && (c.UnderlayMTU < MinUnderlayMTU || c.UnderlayMTU > MaxUnderlayMTU) {
+		return cfgErr("underlay-mtu", "underlay-mtu=%d: must be %d..%d", c.UnderlayMTU, MinUnderlayMTU, MaxUnderlayMTU)
+	}
+	if c.Oversize > OversizeDrop {
+		return cfgErr("oversize", "oversize policy %d: unknown", c.Oversize)
 	}
 	return nil
 }
@@ -283,6 +327,25 @@ func (c Config) Overhead() int {
 		n += 8
 	}
 	return n
+}
+
+// InnerMTU is the largest Ethernet MTU (frame without its 14-byte header)
+// whose frames, encapsulated, fit an underlay of MTU underlay whole:
+// underlay - Overhead() - 14, e.g. 1450 for UDP/IPv4 on 1500.
+func (c Config) InnerMTU(underlay int) int { return underlay - c.Overhead() - 14 }
+
+// outerHeaders is the IP and UDP header bytes in front of the L2TPv3 header.
+func (c Config) outerHeaders() int { return c.Overhead() - c.HeaderLen() }
+
+// String names the oversize policy as oversize= spells it.
+func (o Oversize) String() string {
+	switch o {
+	case OversizeFragment:
+		return "fragment"
+	case OversizeDrop:
+		return "drop"
+	}
+	return fmt.Sprintf("oversize(%d)", uint8(o))
 }
 
 // String names the encapsulation as the option string does.

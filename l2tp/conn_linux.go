@@ -50,8 +50,9 @@ func socketName(c Config) string {
 }
 
 // openSocket creates the nonblocking, close-on-exec UDP or raw IP socket for
-// c, bound to ep.local, with large buffers, SO_RXQ_OVFL, and the UDP/IPv6
-// zero-checksum acceptance. It returns the fd and the bound address.
+// c, bound to ep.local, with large buffers, SO_RXQ_OVFL, the UDP/IPv6
+// zero-checksum acceptance and the oversize policy's path MTU discovery.
+// It returns the fd and the bound address.
 func openSocket(c Config, ep *endpoints) (int, netip.AddrPort, error) {
 	family, typ, proto := unix.AF_INET, unix.SOCK_DGRAM, 0
 	if c.IPv6 {
@@ -94,10 +95,8 @@ func setupSocket(fd int, c Config, ep *endpoints) (netip.AddrPort, error) {
 		// one receive for a run, split in ReadFrames. Optional.
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
 	}
-	if !c.IPv6 {
-		// Like the kernel's L2TP (ignore_df): no DF bit, so a path with a
-		// smaller MTU fragments the outer packet instead of dropping it.
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_DONT)
+	if err := setPMTUDisc(fd, c); err != nil {
+		return netip.AddrPort{}, err
 	}
 	_, _, errno := unix.Syscall(unix.SYS_BIND, uintptr(fd),
 		uintptr(unsafe.Pointer(ep.local.ptr())), uintptr(ep.local.len))

@@ -57,6 +57,7 @@ func FuzzParseOptions(f *testing.F) {
 		minimal, minimal + ",udp,srcport=1701,dstport=1701,counter",
 		"src=::1,dst=h,ipv6,txsession=1,cookie64,txcookie=0x1,rxcookie=2,seq=both,offset=7,pinpeer=off",
 		"l2tpv3,id=x," + minimal + ",pincounter=yes,l2spec=default", ",,", "src", "=,=",
+		minimal + ",underlay-mtu=1280,oversize=drop", minimal + ",underlay-mtu=0x240,oversize=fragment",
 	} {
 		f.Add(s)
 	}

@@ -24,21 +24,18 @@ const (
 
 // probeGSO returns the largest datagram payload that may be a GSO segment
 // on c's socket, or 0 when GSO is not to be used: not UDP, the kernel
-// refuses UDP_SEGMENT, or the route to the peer cannot be asked its MTU.
-// A segment must fit the route's MTU with its IP and UDP headers (the
-// kernel answers EINVAL otherwise), so larger packets go out one by one.
-func probeGSO(c Config, fd int, peer sockaddr) int {
+// refuses UDP_SEGMENT, or the route's MTU is unknown (mtu 0). mtu is
+// gsoMTU: a segment must fit the route's MTU with its IP and UDP
+// headers (the kernel answers EINVAL otherwise) and is never to be
+// fragmented, so larger packets go out one by one.
+func probeGSO(c Config, fd int, mtu int) int {
 	if c.Encap != EncapUDP {
 		return 0
 	}
 	if _, err := unix.GetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_SEGMENT); err != nil {
 		return 0
 	}
-	mtu := routeMTU(peer)
-	hdrs := 20 + 8
-	if c.IPv6 {
-		hdrs = 40 + 8
-	}
+	hdrs := c.outerHeaders()
 	if mtu <= hdrs {
 		return 0
 	}

@@ -31,6 +31,13 @@ const optionHelp = `L2TPv3 option string (QEMU's -netdev l2tpv3 keys, comma-sepa
                                                                       default none
   pinpeer=on|off    drop packets whose source address (and UDP port) is not dst
                     default on for a literal dst, off for a host name
+  underlay-mtu=N    MTU of the path to the peer, 576..65535; the inner MTU offered to the
+                    VM (VIRTIO_NET_F_MTU, host_mtu) is N - overhead - 14
+                    default: the route's MTU toward dst, asked of the kernel at open (else 1500)
+  oversize=fragment|drop  a frame whose encapsulated datagram exceeds the underlay MTU:
+                    fragment sends it, the outer packet fragmenting (as QEMU; IPv4 without
+                    DF); drop drops it and sets DF (IPv6: no local fragmentation either).
+                    Counted either way (above_mtu)                  default fragment
   id=NAME           accepted and ignored (QEMU's netdev id)
 
 Numbers: decimal or 0x hex; a leading 0 is refused (QEMU reads octal). Booleans:
@@ -40,7 +47,7 @@ pincounter with l2spec=none or with seq; seq with l2spec=none.
 
 Overhead: UDP/IPv4 with l2spec=default and no cookie is 20+8+12 = 40 bytes plus the
 14-byte Ethernet header: inner MTU 1446 on a 1500 underlay (IP encap: 1458;
-minus 4 or 8 for a cookie, minus the offset).
+minus 4 or 8 for a cookie, minus the offset; IPv6: minus 20 more).
 `
 
 // OptionHelp returns a table of the option-string keys, their values,

@@ -6,7 +6,8 @@ import "fmt"
 // a Linux host (kernel l2tp_eth) the other end of this pseudowire: its local
 // address is our Dst, its session_id our PeerSessionID, its cookie our
 // TxCookie, and so on. ifname names the kernel's interface; the MTU set
-// on it is what a 1500-byte underlay carries without fragmenting.
+// on it is what the underlay carries without fragmenting (UnderlayMTU, or
+// 1500 when it is left to the route: the peer's route is not ours to ask).
 func (c Config) LinuxPeerCommands(ifname string, tunnelID uint32) []string {
 	encap := "ip"
 	ports := ""
@@ -30,7 +31,11 @@ func (c Config) LinuxPeerCommands(ifname string, tunnelID uint32) []string {
 	if seq := peerSeq(c.Seq); seq != "" {
 		session += " seq " + seq
 	}
-	link := fmt.Sprintf("ip link set %s up mtu %d", ifname, 1500-c.Overhead()-14)
+	underlay := c.UnderlayMTU
+	if underlay == 0 {
+		underlay = 1500
+	}
+	link := fmt.Sprintf("ip link set %s up mtu %d", ifname, c.InnerMTU(underlay))
 	return []string{tunnel, session, link}
 }
 

@@ -10,15 +10,17 @@ import (
 type optKind uint8
 
 const (
-	kindString  optKind = iota // address or host name, taken as is
-	kindBool                   // on/off, yes/no, true/false; bare key = on
-	kindPort                   // decimal 1..65535
-	kindU32                    // decimal or 0x hex, 32 bits
-	kindU64                    // decimal or 0x hex, 64 bits
-	kindOffset                 // decimal or 0x hex, 0..256
-	kindL2Spec                 // default | none
-	kindSeq                    // none | send | recv | both
-	kindIgnored                // accepted and ignored (QEMU's id=)
+	kindString   optKind = iota // address or host name, taken as is
+	kindBool                    // on/off, yes/no, true/false; bare key = on
+	kindPort                    // decimal 1..65535
+	kindU32                     // decimal or 0x hex, 32 bits
+	kindU64                     // decimal or 0x hex, 64 bits
+	kindOffset                  // decimal or 0x hex, 0..256
+	kindL2Spec                  // default | none
+	kindSeq                     // none | send | recv | both
+	kindMTU                     // decimal or 0x hex, MinUnderlayMTU..MaxUnderlayMTU
+	kindOversize                // fragment | drop
+	kindIgnored                 // accepted and ignored (QEMU's id=)
 )
 
 // optKinds lists every key ParseOptions accepts, with how its value is read.
@@ -29,15 +31,17 @@ var optKinds = map[string]optKind{
 	"cookie64": kindBool, "txcookie": kindU64, "rxcookie": kindU64,
 	"counter": kindBool, "pincounter": kindBool, "offset": kindOffset,
 	"l2spec": kindL2Spec, "seq": kindSeq, "pinpeer": kindBool,
+	"underlay-mtu": kindMTU, "oversize": kindOversize,
 }
 
 // optValue is one parsed key: its raw text and its value in the kind's type.
 type optValue struct {
-	raw  string
-	num  uint64
-	on   bool
-	seq  SeqMode
-	spec L2SpecType
+	raw      string
+	num      uint64
+	on       bool
+	seq      SeqMode
+	spec     L2SpecType
+	oversize Oversize
 }
 
 // options is a parsed option string: the keys given and their values.
@@ -60,6 +64,9 @@ func (o options) on(key string) bool { return o[key].on }
 //     leading "l2tpv3," type word).
 //   - kernel-style keys l2spec=default|none, seq=none|send|recv|both and
 //     pinpeer=on|off.
+//   - underlay-mtu=N (576..65535; default: the route's MTU, probed when the
+//     tunnel opens) and oversize=fragment|drop (default fragment), for
+//     frames whose encapsulated datagram is larger than the underlay MTU.
 //
 // Required: src, dst, txsession; with udp=on also srcport and dstport
 // (decimal 1..65535, no service names), which are refused without it.
@@ -118,6 +125,7 @@ func ParseOptions(s string) (Config, error) {
 	}
 	o.sublayer(&c)
 	c.Offset = int(o["offset"].num)
+	c.UnderlayMTU, c.Oversize = int(o["underlay-mtu"].num), o["oversize"].oversize
 	if o.has("pinpeer") {
 		c.PinPeer = o.on("pinpeer")
 	} else {
@@ -212,7 +220,9 @@ func splitOptions(s string) (options, error) {
 
 // String renders c as a canonical option string that ParseOptions reads back
 // to the same Config: every setting spelled out, numbers in hex, pinpeer
-// explicit. QEMU reads the QEMU keys in it (not l2spec, seq, pinpeer).
+// explicit; underlay-mtu and oversize only when not the defaults. QEMU
+// reads the QEMU keys in it (not l2spec, seq, pinpeer, underlay-mtu,
+// oversize).
 func (c Config) String() string {
 	var b strings.Builder
 	b.WriteString("src=" + c.Src + ",dst=" + c.Dst)
@@ -245,6 +255,12 @@ func (c Config) String() string {
 		b.WriteString(",offset=" + strconv.Itoa(c.Offset))
 	}
 	b.WriteString(",pinpeer=" + onOff(c.PinPeer))
+	if c.UnderlayMTU != 0 {
+		b.WriteString(",underlay-mtu=" + strconv.Itoa(c.UnderlayMTU))
+	}
+	if c.Oversize != OversizeFragment {
+		b.WriteString(",oversize=" + c.Oversize.String())
+	}
 	return b.String()
 }
 

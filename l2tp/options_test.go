@@ -83,6 +83,12 @@ func TestParseOptionsAccepts(t *testing.T) {
 		{"src=192.0.2.1,dst=peer.example,txsession=0x10,udp,srcport=1,dstport=65535,pinpeer=on",
 			with(func(c *Config) { c.Dst, c.Encap, c.SrcPort, c.DstPort = "peer.example", EncapUDP, 1, 65535 })},
 		{minimal + ",udp,srcport=1701,dstport=1701,rxsession=0", with(func(c *Config) { udpOn(c); c.SessionID = 0 })},
+		{minimal + ",underlay-mtu=1280", with(func(c *Config) { c.UnderlayMTU = 1280 })},
+		{minimal + ",underlay-mtu=576,oversize=drop", with(func(c *Config) { c.UnderlayMTU, c.Oversize = 576, OversizeDrop })},
+		{minimal + ",underlay-mtu=0x2328", with(func(c *Config) { c.UnderlayMTU = 9000 })},
+		{minimal + ",underlay-mtu=65535", with(func(c *Config) { c.UnderlayMTU = 65535 })},
+		{minimal + ",oversize=fragment", base},
+		{minimal + ",oversize=drop", with(func(c *Config) { c.Oversize = OversizeDrop })},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -152,6 +158,15 @@ func TestParseOptionsErrors(t *testing.T) {
 		{"src=::1,dst=::2,txsession=1", `l2tpv3: src=::1 is an IPv6 address (set ipv6=on)`},
 		{"src=::1,dst=192.0.2.1,txsession=1,ipv6", `l2tpv3: dst=192.0.2.1 is an IPv4 address but ipv6=on`},
 		{udp + ",id", `l2tpv3: key "id" needs a value (id=…)`},
+		{minimal + ",underlay-mtu=575", `l2tpv3: underlay-mtu=575: must be 576..65535`},
+		{minimal + ",underlay-mtu=65536", `l2tpv3: underlay-mtu=65536: must be 576..65535`},
+		{minimal + ",underlay-mtu=0", `l2tpv3: underlay-mtu=0: must be 576..65535`},
+		{minimal + ",underlay-mtu=1500B", `l2tpv3: underlay-mtu="1500B": not a number`},
+		{minimal + ",underlay-mtu=01500", `l2tpv3: underlay-mtu="01500": leading zero (QEMU would read octal): write it in decimal or 0x hex`},
+		{minimal + ",underlay-mtu", `l2tpv3: key "underlay-mtu" needs a value (underlay-mtu=…)`},
+		{minimal + ",underlay-mtu=1500,underlay-mtu=1400", `l2tpv3: duplicate key "underlay-mtu"`},
+		{minimal + ",oversize=cut", `l2tpv3: oversize="cut": must be fragment or drop`},
+		{minimal + ",oversize", `l2tpv3: key "oversize" needs a value (oversize=…)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -186,6 +201,11 @@ func TestConfigString(t *testing.T) {
 	if got := c.String(); got != want {
 		t.Fatalf("String()\n got %s\nwant %s", got, want)
 	}
+	c = with(func(c *Config) { c.UnderlayMTU, c.Oversize = 9000, OversizeDrop })
+	want = "src=192.0.2.1,dst=198.51.100.7,txsession=0x10,rxsession=0x10,l2spec=none,pinpeer=on,underlay-mtu=9000,oversize=drop"
+	if got := c.String(); got != want {
+		t.Fatalf("String()\n got %s\nwant %s", got, want)
+	}
 }
 
 // TestValidateHandBuilt checks the refusals only a hand-built Config reaches.
@@ -205,6 +225,9 @@ func TestValidateHandBuilt(t *testing.T) {
 		{with(func(c *Config) { c.Dst = "a,b" }), `l2tpv3: dst="a,b": contains a comma or white space`},
 		{with(func(c *Config) { c.Counter = CounterQEMU }), `l2tpv3: counter=on conflicts with l2spec=none`},
 		{with(func(c *Config) { udpOn(c); c.SrcPort = 0 }), `l2tpv3: missing srcport (needed with udp=on)`},
+		{with(func(c *Config) { c.UnderlayMTU = 100 }), `l2tpv3: underlay-mtu=100: must be 576..65535`},
+		{with(func(c *Config) { c.UnderlayMTU = -1 }), `l2tpv3: underlay-mtu=-1: must be 576..65535`},
+		{with(func(c *Config) { c.Oversize = 2 }), `l2tpv3: oversize policy 2: unknown`},
 	}
 	for _, tt := range tests {
 		if err := tt.c.Validate(); err == nil || err.Error() != tt.msg {

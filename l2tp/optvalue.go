@@ -25,6 +25,13 @@ func parseValue(key, val string, kind optKind) (optValue, error) {
 		if err == nil && v.num > maxOffset {
 			err = cfgErr(key, "%s=%s: must be 0..%d", key, val, maxOffset)
 		}
+	case kindMTU:
+		v.num, err = parseNumber(key, val, 64)
+		if err == nil && (v.num < MinUnderlayMTU || v.num > MaxUnderlayMTU) {
+			err = cfgErr(key, "%s=%s: must be %d..%d", key, val, MinUnderlayMTU, MaxUnderlayMTU)
+		}
+	case kindOversize:
+		v.oversize, err = parseOversize(key, val)
 	case kindL2Spec:
 		v.spec, err = parseL2Spec(key, val)
 	case kindSeq:
@@ -98,4 +105,14 @@ func parseSeq(key, val string) (SeqMode, error) {
 		}
 	}
 	return 0, cfgErr(key, "%s=%q: must be none, send, recv or both", key, val)
+}
+
+// parseOversize reads the oversize= policy names.
+func parseOversize(key, val string) (Oversize, error) {
+	for o := OversizeFragment; o <= OversizeDrop; o++ {
+		if val == o.String() {
+			return o, nil
+		}
+	}
+	return 0, cfgErr(key, "%s=%q: must be fragment or drop", key, val)
 }

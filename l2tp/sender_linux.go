@@ -60,8 +60,8 @@ func (t *Tunnel) NewSender() (*Sender, error) {
 		return nil, fmt.Errorf("l2tpv3: new sender for %s: %w", t.local, err)
 	}
 	s := &Sender{owner: t}
-	s.view = Tunnel{cfg: t.cfg, batch: t.batch, hl: t.hl, local: t.local, peer: t.peer, stats: t.stats, f: f}
-	s.view.tx = newTxQueue(t.cfg, t.batch, rc, f, t.tx.peer, t.stats)
+	s.view = Tunnel{cfg: t.cfg, batch: t.batch, hl: t.hl, local: t.local, peer: t.peer, stats: t.stats, ul: t.ul, route: t.route, f: f}
+	s.view.tx = newTxQueue(t.cfg, t.batch, rc, f, t.tx.peer, t.stats, t.ul, t.route)
 	s.view.tx.enc.shared = &set.counter
 	if s.view.tx.enc.mode == txSeq {
 		s.order = &set.order

@@ -28,7 +28,8 @@ const (
 	DropMalformed
 	// DropControl: an L2TP control message (T bit, or session 0 over IP).
 	DropControl
-	// DropOversize: a frame too big for one datagram, not sent.
+	// DropOversize: a frame too big for one datagram, or (oversize=drop)
+	// for the underlay MTU, not sent.
 	DropOversize
 	// DropSendError: sendmmsg refused the packet (EMSGSIZE, EHOSTUNREACH…).
 	DropSendError
@@ -74,6 +75,7 @@ type Stats struct {
 	txBytes   atomic.Uint64
 	txStalls  atomic.Uint64
 	txStallNs atomic.Uint64
+	txAbove   atomic.Uint64
 	txDrops   [NumDrops]atomic.Uint64
 	_         cpu.CacheLinePad
 }
@@ -117,6 +119,7 @@ type StatsSnapshot struct {
 	SeqLost            uint64 // sequence numbers skipped by accepted packets
 	TxStalls           uint64 // times sendmmsg said EAGAIN/ENOBUFS after progress
 	TxStallNanos       uint64 // time from each such EAGAIN/ENOBUFS to the next send
+	AboveMTU           uint64 // frames from the VM whose datagram exceeds the underlay MTU
 }
 
 // Snapshot copies the counters (each read atomically, not all at one instant).
@@ -125,7 +128,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		RxPackets: s.rxPackets.Load(), RxBytes: s.rxBytes.Load(),
 		TxPackets: s.txPackets.Load(), TxBytes: s.txBytes.Load(),
 		SeqLost: s.seqLost.Load(), TxStalls: s.txStalls.Load(),
-		TxStallNanos: s.txStallNs.Load(),
+		TxStallNanos: s.txStallNs.Load(), AboveMTU: s.txAbove.Load(),
 	}
 	for i := range v.Drops {
 		v.Drops[i] = s.rxDrops[i].Load() + s.txDrops[i].Load()
@@ -164,6 +167,9 @@ func (v StatsSnapshot) String() string {
 		b.WriteString(", tx_stalls " + strconv.FormatUint(v.TxStalls, 10) +
 			" (" + time.Duration(v.TxStallNanos).String() + ")")
 	}
+	if v.AboveMTU != 0 {
+		b.WriteString(", above_mtu " + strconv.FormatUint(v.AboveMTU, 10))
+	}
 	return b.String()
 }
 
@@ -176,6 +182,7 @@ type statsJSON struct {
 	SeqLost      uint64            `json:"seq_lost"`
 	TxStalls     uint64            `json:"tx_stalls"`
 	TxStallNanos uint64            `json:"tx_stall_nanos"`
+	AboveMTU     uint64            `json:"above_mtu"`
 	Drops        map[string]uint64 `json:"drops"`
 }
 
@@ -183,7 +190,7 @@ type statsJSON struct {
 // admin API reports it.
 func (v StatsSnapshot) MarshalJSON() ([]byte, error) {
 	j := statsJSON{v.RxPackets, v.RxBytes, v.TxPackets, v.TxBytes, v.SeqLost, v.TxStalls, v.TxStallNanos,
-		make(map[string]uint64, NumDrops)}
+		v.AboveMTU, make(map[string]uint64, NumDrops)}
 	for d := range Drop(NumDrops) {
 		j.Drops[d.String()] = v.Drops[d]
 	}
@@ -197,7 +204,7 @@ func (v *StatsSnapshot) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*v = StatsSnapshot{RxPackets: j.RxPackets, RxBytes: j.RxBytes, TxPackets: j.TxPackets, TxBytes: j.TxBytes,
-		SeqLost: j.SeqLost, TxStalls: j.TxStalls, TxStallNanos: j.TxStallNanos}
+		SeqLost: j.SeqLost, TxStalls: j.TxStalls, TxStallNanos: j.TxStallNanos, AboveMTU: j.AboveMTU}
 	for d := range Drop(NumDrops) {
 		v.Drops[d] = j.Drops[d.String()]
 	}

@@ -1,6 +1,8 @@
 package l2tp
 
 import (
+	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -37,13 +39,22 @@ func TestStatsSnapshot(t *testing.T) {
 	s.AddDrop(Drop(99), 5) // ignored
 	s.seqLost.Add(3)
 	s.addStalls(2, 1500*time.Microsecond)
+	s.txAbove.Add(6)
 	v := s.Snapshot()
 	if v.Drops[DropVMDown] != 4 || v.Drops[DropSendError] != 2 || v.Dropped() != 7 {
 		t.Fatalf("snapshot %+v", v)
 	}
-	want := "rx 10 pkts 1480 B, tx 9 pkts 1332 B, drops cookie=1 send_error=2 vm_down=4, seq_lost 3, tx_stalls 2 (1.5ms)"
+	want := "rx 10 pkts 1480 B, tx 9 pkts 1332 B, drops cookie=1 send_error=2 vm_down=4, seq_lost 3, tx_stalls 2 (1.5ms), above_mtu 6"
 	if got := v.String(); got != want {
 		t.Fatalf("summary\n got %s\nwant %s", got, want)
+	}
+	j, err := json.Marshal(v)
+	if err != nil || !strings.Contains(string(j), `"above_mtu":6`) {
+		t.Fatalf("JSON %s, %v", j, err)
+	}
+	var back StatsSnapshot
+	if err := json.Unmarshal(j, &back); err != nil || back != v {
+		t.Fatalf("JSON round trip: %+v, %v", back, err)
 	}
 }
 

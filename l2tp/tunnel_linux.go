@@ -38,6 +38,8 @@ type Tunnel struct {
 	local  string
 	peer   string
 	stats  *Stats
+	ul     Underlay
+	route  int // the route's MTU when opened, 0 if unknown
 	f      *os.File
 	closed atomic.Bool
 	rx     *rxRing    // owned by the ReadFrames goroutine
@@ -48,7 +50,8 @@ type Tunnel struct {
 // Open validates cfg, resolves Src and Dst with the family it selects, and
 // opens the socket bound to Src (and SrcPort with UDP). The socket is not
 // connected: datagrams from other sources are seen, and counted as source
-// drops when cfg.PinPeer is on.
+// drops when cfg.PinPeer is on. The underlay MTU is cfg.UnderlayMTU, else
+// the MTU of the route toward the peer, asked now (see Underlay).
 func Open(cfg Config, opt TunnelOptions) (*Tunnel, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -89,8 +92,9 @@ func Open(cfg Config, opt TunnelOptions) (*Tunnel, error) {
 		f:     f,
 		multi: new(senderSet),
 	}
+	t.ul, t.route = underlayFor(cfg, ep.peer)
 	t.rx = newRxRing(cfg, batch, bufSize, rc, ep.peer, t.stats)
-	t.tx = newTxQueue(cfg, batch, rc, f, ep.peer, t.stats)
+	t.tx = newTxQueue(cfg, batch, rc, f, ep.peer, t.stats, t.ul, t.route)
 	return t, nil
 }
 
@@ -98,6 +102,14 @@ func Open(cfg Config, opt TunnelOptions) (*Tunnel, error) {
 // dropped and counted as oversize. It is the largest datagram payload of
 // the socket minus Headroom (e.g. 65507-12 for UDP/IPv4 with the sublayer).
 func (t *Tunnel) MaxFrameLen() int { return t.tx.maxPkt - t.hl }
+
+// Underlay is the underlay MTU the tunnel measures its datagrams against
+// and where it came from (underlay-mtu=, the route, or the default).
+func (t *Tunnel) Underlay() Underlay { return t.ul }
+
+// InnerMTU is the largest MTU whose frames fit the underlay MTU whole once
+// encapsulated: what to offer the VM (VIRTIO_NET_F_MTU, host_mtu).
+func (t *Tunnel) InnerMTU() int { return t.cfg.InnerMTU(t.ul.MTU) }
 
 // Headroom is the number of bytes WriteFrames needs in front of each frame:
 // Config().HeaderLen().

@@ -31,6 +31,9 @@ type txQueue struct {
 	enc    *Encoder
 	peer   sockaddr
 	maxPkt int // largest datagram payload for this socket
+	fitPkt int // largest datagram payload within the underlay MTU (<= maxPkt)
+	// dropAbove drops packets above fitPkt (oversize=drop).
+	dropAbove bool
 
 	msgs []mmsghdr
 	iovs []unix.Iovec // one per packet; a message takes one or a GSO run
@@ -61,10 +64,11 @@ type txQueue struct {
 
 // newTxQueue wires batch messages to their iovecs and the peer address
 // once, so sending allocates nothing.
-func newTxQueue(c Config, batch int, rc syscall.RawConn, f *os.File, peer sockaddr, s *Stats) *txQueue {
+func newTxQueue(c Config, batch int, rc syscall.RawConn, f *os.File, peer sockaddr, s *Stats, ul Underlay, route int) *txQueue {
 	q := &txQueue{
 		rc: rc, f: f, stats: s, enc: NewEncoder(c), peer: peer,
 		maxPkt: maxPayload(c), hl: c.HeaderLen(),
+		fitPkt: min(ul.MTU-c.outerHeaders(), maxPayload(c)), dropAbove: c.Oversize == OversizeDrop,
 		msgs: make([]mmsghdr, batch), iovs: make([]unix.Iovec, batch),
 		first: make([]int, batch), segs: make([]int, batch), fbytes: make([]int, batch),
 		ctls: make([][gsoCtlSpace]byte, batch),
@@ -74,7 +78,7 @@ func newTxQueue(c Config, batch int, rc syscall.RawConn, f *os.File, peer sockad
 		h.Name = q.peer.ptr()
 		h.Namelen = q.peer.len
 	}
-	_ = rc.Control(func(fd uintptr) { q.gsoMax = probeGSO(c, int(fd), peer) })
+	_ = rc.Control(func(fd uintptr) { q.gsoMax = probeGSO(c, int(fd), gsoMTU(ul, route)) })
 	q.writeFn = q.send
 	q.sendFn = sendmmsg
 	return q
@@ -148,10 +152,12 @@ func (q *txQueue) send(fd uintptr) bool {
 // all, in order, with sendmmsg. While the socket is full it blocks on the
 // netpoller (the caller stops reading the VM meanwhile) and resumes from the
 // first unsent frame; it returns only when every frame is sent or dropped
-// and counted (oversize: too big for one datagram; send_error: refused by
-// the kernel), or with net.ErrClosed after Close. Nothing is sent if offset
-// is below Headroom or a size does not fit its buffer. Only one goroutine
-// may call it.
+// and counted (oversize: too big for one datagram, or above the underlay
+// MTU with oversize=drop; send_error: refused by the kernel), or with
+// net.ErrClosed after Close. A frame above the underlay MTU is counted
+// (AboveMTU) whatever the policy. Nothing is sent if offset is below
+// Headroom or a size does not fit its buffer. Only one goroutine may call
+// it.
 func (t *Tunnel) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
 	if t.closed.Load() {
 		return net.ErrClosed
@@ -161,14 +167,17 @@ func (t *Tunnel) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
 		return err
 	}
 	q.sent, q.sentB, q.sendErrs, q.stalls, q.stallNs = 0, 0, 0, 0, 0
-	var oversize uint64
+	var oversize, above uint64
 	var err error
 	for i := 0; i < len(bufs) && err == nil; {
 		np := 0
 		for ; i < len(bufs) && np < len(q.iovs); i++ {
-			if q.hl+sizes[i] > q.maxPkt {
-				oversize++
-				continue
+			if pl := q.hl + sizes[i]; pl > q.fitPkt { // rare: above the underlay MTU
+				above++
+				if q.dropAbove || pl > q.maxPkt {
+					oversize++
+					continue
+				}
 			}
 			pkt := q.enc.Encap(bufs[i], offset, sizes[i])
 			q.iovs[np].Base = &pkt[0]
@@ -179,6 +188,9 @@ func (t *Tunnel) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
 	}
 	if oversize != 0 {
 		q.stats.txDrops[DropOversize].Add(oversize)
+	}
+	if above != 0 {
+		q.stats.txAbove.Add(above)
 	}
 	if q.sendErrs != 0 {
 		q.stats.txDrops[DropSendError].Add(q.sendErrs)

@@ -20,8 +20,11 @@ type Client struct {
 	hc   *http.Client
 }
 
-// NewClient returns a client of the admin socket at path.
+// NewClient returns a client of the admin socket at path; access keys after
+// it (the daemon's own --admin string: "PATH,group=kvm,mode=0660") are
+// ignored, see SocketPath.
 func NewClient(path string) *Client {
+	path = SocketPath(path)
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer

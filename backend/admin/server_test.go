@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -43,7 +45,7 @@ func newRig(t *testing.T) *rig {
 	r.ports = backend.NewPorts(log)
 	r.srv = NewServer(r.ports, log, nil)
 	r.srv.metrics = metrics.Handler(r.srv.Statuses)
-	ln, err := Listen(r.sock)
+	ln, err := Listen(r.sock, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,22 +143,116 @@ func TestListen(t *testing.T) {
 	if di.Mode().Perm() != 0o700 {
 		t.Errorf("directory mode %v", di.Mode())
 	}
-	if _, err := Listen(r.sock); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := Listen(r.sock, quiet); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Errorf("second listener: %v", err)
 	}
 	stale := filepath.Join(r.dir, "stale.sock")
 	ln, _ := net.Listen("unix", stale)
 	ln.(*net.UnixListener).SetUnlinkOnClose(false)
 	ln.Close()
-	ln2, err := Listen(stale)
+	ln2, err := Listen(stale, quiet)
 	if err != nil {
 		t.Fatalf("stale socket: %v", err)
 	}
 	ln2.Close()
 	plain := filepath.Join(r.dir, "plain")
 	os.WriteFile(plain, nil, 0o600)
-	if _, err := Listen(plain); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := Listen(plain, quiet); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("plain file: %v", err)
+	}
+}
+
+// quiet is a logger for tests that do not read the log.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// lockedBuffer is a log destination read while the server writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// The admin socket takes the front ends' access keys: group= and mode=
+// shape the file, owner= chowns it (root only), allow-uid= serves only that
+// peer UID (another is closed unanswered and logged). A client given the
+// same string, keys and all, connects to the path. Bad keys are refused
+// naming the option and value.
+func TestListenAccess(t *testing.T) {
+	dir := t.TempDir()
+	ports := backend.NewPorts(quiet)
+	defer ports.Close()
+	serve := func(spec string, log *slog.Logger) *Client {
+		t.Helper()
+		ln, err := Listen(spec, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := NewServer(ports, log, nil)
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		return NewClient(spec)
+	}
+	gid := os.Getgid()
+	spec := fmt.Sprintf("%s/a.sock,group=%d,mode=0660", dir, gid)
+	os.Chmod(dir, 0o700)
+	var warn lockedBuffer
+	if _, err := serve(spec, slog.New(slog.NewTextHandler(&warn, nil))).Ports(ctx(t)); err != nil {
+		t.Fatalf("client of %q: %v", spec, err)
+	}
+	fi, err := os.Stat(dir + "/a.sock")
+	if err != nil || fi.Mode().Perm() != 0o660 || fi.Sys().(*syscall.Stat_t).Gid != uint32(gid) {
+		t.Fatalf("a.sock: %v, %v", fi.Mode(), err)
+	}
+	if !strings.Contains(warn.String(), "its directory lets no one else reach it") {
+		t.Errorf("no warning for a 0660 socket in a 0700 directory: %q", warn.String())
+	}
+	os.Chmod(dir, 0o711)
+	var quietDir lockedBuffer
+	serve(dir+"/c.sock,mode=0666", slog.New(slog.NewTextHandler(&quietDir, nil)))
+	if quietDir.String() != "" {
+		t.Errorf("a warning with the directory 0711: %q", quietDir.String())
+	}
+	if os.Geteuid() == 0 {
+		serve(dir+"/o.sock,owner=4242,group=4343", quiet)
+		fi, _ := os.Stat(dir + "/o.sock")
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 4242 || st.Gid != 4343 || fi.Mode().Perm() != 0o600 {
+			t.Errorf("o.sock: uid %d gid %d mode %v", st.Uid, st.Gid, fi.Mode())
+		}
+	}
+	if _, err := serve(fmt.Sprintf("%s/me.sock,allow-uid=%d", dir, os.Geteuid()), quiet).Ports(ctx(t)); err != nil {
+		t.Errorf("allow-uid=self: %v", err)
+	}
+	var log lockedBuffer
+	other := serve(fmt.Sprintf("%s/other.sock,allow-uid=%d", dir, os.Geteuid()+1), slog.New(slog.NewTextHandler(&log, nil)))
+	if _, err := other.Ports(ctx(t)); err == nil {
+		t.Error("allow-uid=another: served")
+	}
+	if !strings.Contains(log.String(), "connection refused: peer not allowed") {
+		t.Errorf("refusal not logged: %q", log.String())
+	}
+	for spec, want := range map[string]string{
+		dir + "/b.sock,mode=9":      `admin socket "` + dir + `/b.sock,mode=9": mode=9: want octal permission bits`,
+		dir + "/b.sock,colour=red":  `unknown key "colour" (want owner, group, mode or allow-uid)`,
+		dir + "/b.sock,owner=nosu9": "owner=nosu9: no such user",
+		",mode=0600":                "want PATH[,owner=USER|UID][,group=GROUP|GID]",
+	} {
+		if _, err := Listen(spec, quiet); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", spec, err, want)
+		}
+	}
+	if got := SocketPath("/run/a.sock,group=kvm,mode=0660"); got != "/run/a.sock" {
+		t.Errorf("SocketPath = %q", got)
 	}
 }
 

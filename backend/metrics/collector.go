@@ -46,7 +46,7 @@ var (
 	descBytes = newDesc("bytes_total",
 		"Ethernet frame bytes carried through the port (without the L2TPv3 header), by direction.", "direction")
 	descDrops = newDesc("drops_total",
-		"Packets dropped by the L2TPv3 session, by reason (session, cookie, sequence, truncated, source, malformed, control, oversize, send_error, vm_down, kernel).", "reason")
+		"Packets dropped by the L2TPv3 session, by reason (session, cookie, sequence, truncated, source, malformed, control, oversize: too big for a datagram or, with oversize=drop, for the underlay MTU; send_error, vm_down, kernel).", "reason")
 	descFrontEndDrops = newDesc("frontend_drops_total",
 		"Frames the front end dropped (vhost-user: unusable descriptors), by direction.", "direction")
 	descStalls = newDesc("backpressure_stalls_total",
@@ -75,10 +75,15 @@ var (
 		"Front-end connections refused because the peer's uid is not allowed (allow-uid=).")
 	descQueueFrames = newDesc("queue_frames_total",
 		"Frames through each vhost-user queue pair, by direction.", "queue", "direction")
+	descRingOccupancy = newDesc("ring_occupancy",
+		"Frames held inside the process waiting for the other side, by direction (to_vm: read from the tunnel, not yet delivered to the VM; to_network: read from the VM, not yet sent).", "direction")
+	descAboveMTU = newDesc("above_mtu_total",
+		"Frames from the VM whose encapsulated datagram exceeded the underlay MTU (sent to fragment or dropped as oversize, per the oversize= policy).")
 
 	allDescs = []*prometheus.Desc{descPackets, descBytes, descDrops, descFrontEndDrops, descStalls,
 		descStallSeconds, descSeqLost, descConnected, descConnections, descProtocolErrors,
-		descRingViolations, descState, descUptime, descInfo, descCaptureActive, descRefusedPeers, descQueueFrames}
+		descRingViolations, descState, descUptime, descInfo, descCaptureActive, descRefusedPeers, descQueueFrames,
+		descRingOccupancy, descAboveMTU}
 )
 
 // states are the values of the port_state metric's state label.
@@ -158,6 +163,9 @@ func collectPort(ch chan<- prometheus.Metric, st backend.PortStatus) {
 		e.counter(descQueueFrames, float64(q.ToVM), strconv.Itoa(i), ToVM)
 		e.counter(descQueueFrames, float64(q.FromVM), strconv.Itoa(i), ToNetwork)
 	}
+	e.gauge(descRingOccupancy, float64(st.Ring.ToVM), ToVM)
+	e.gauge(descRingOccupancy, float64(st.Ring.ToNetwork), ToNetwork)
+	e.counter(descAboveMTU, float64(s.AboveMTU))
 }
 
 // boolValue is 1 for true, as gauges say yes.

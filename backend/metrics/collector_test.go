@@ -22,8 +22,10 @@ func fakePorts(n *atomic.Uint64) func() []backend.PortStatus {
 		s.RxPackets, s.RxBytes, s.TxPackets, s.TxBytes = k, 100*k, 2*k, 200*k
 		s.Drops[l2tp.DropCookie] = k
 		s.TxStalls, s.TxStallNanos = k, uint64(k)*5e8
+		s.AboveMTU = 10 * k
 		return []backend.PortStatus{
 			{Name: "vm1", SessionID: 32, State: backend.PortRunning, Uptime: 3, Session: s,
+				Ring: backend.RingOccupancy{ToVM: int64(k), ToNetwork: 64},
 				FrontEnd: backend.FrontEndStatus{Kind: "stream", Address: "unix:/x", Connected: true, Connections: 1,
 					Waits: k, WaitNanos: uint64(k) * 1e9}},
 			{Name: "vm2", SessionID: 33, State: backend.PortFailed, Error: "boom",
@@ -71,6 +73,22 @@ l2tpv3_netdev_backpressure_stall_seconds_total{direction="to_vm",port="vm1",sess
 l2tpv3_netdev_backpressure_stall_seconds_total{direction="to_vm",port="vm2",session="33"} 0
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want2), "l2tpv3_netdev_backpressure_stall_seconds_total"); err != nil {
+		t.Error(err)
+	}
+	// The ring occupancy gauges and the above-MTU counter (third scrape).
+	want3 := `
+# HELP l2tpv3_netdev_above_mtu_total Frames from the VM whose encapsulated datagram exceeded the underlay MTU (sent to fragment or dropped as oversize, per the oversize= policy).
+# TYPE l2tpv3_netdev_above_mtu_total counter
+l2tpv3_netdev_above_mtu_total{port="vm1",session="32"} 30
+l2tpv3_netdev_above_mtu_total{port="vm2",session="33"} 0
+# HELP l2tpv3_netdev_ring_occupancy Frames held inside the process waiting for the other side, by direction (to_vm: read from the tunnel, not yet delivered to the VM; to_network: read from the VM, not yet sent).
+# TYPE l2tpv3_netdev_ring_occupancy gauge
+l2tpv3_netdev_ring_occupancy{direction="to_network",port="vm1",session="32"} 64
+l2tpv3_netdev_ring_occupancy{direction="to_network",port="vm2",session="33"} 0
+l2tpv3_netdev_ring_occupancy{direction="to_vm",port="vm1",session="32"} 3
+l2tpv3_netdev_ring_occupancy{direction="to_vm",port="vm2",session="33"} 0
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want3), "l2tpv3_netdev_ring_occupancy", "l2tpv3_netdev_above_mtu_total"); err != nil {
 		t.Error(err)
 	}
 }

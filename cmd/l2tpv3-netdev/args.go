@@ -44,8 +44,10 @@ QEMU side:
         queues=N (1..16, default 1) offers N queue pairs (QEMU: -netdev
         vhost-user,queues=N and -device virtio-net-pci,mq=on).
         mtu=N (68..65535) is the MTU offered to the guest (VIRTIO_NET_F_MTU;
-        QEMU's host_mtu=N must match); default: what fits a 1500-byte underlay
-        after the L2TPv3 overhead (1446 for UDP/IPv4 with the sublayer).
+        QEMU's host_mtu=N must match); default: the inner MTU, what the
+        underlay MTU carries after the L2TPv3 overhead (underlay-mtu= in
+        --l2tpv3, else the route toward dst: 1446 on 1500 for UDP/IPv4 with
+        the sublayer); a larger mtu= is warned about at start.
         offload=on (default) offers the guest checksum and TCP segmentation
         offloads (CSUM, HOST_TSO4/6): the sidecar completes checksums and cuts
         TSO super-frames itself, and sends the segments as one UDP GSO batch;
@@ -70,7 +72,9 @@ Many ports, admin API, metrics, captures:
                      (name, stream | vhost-user, l2tpv3, batch, pcap); a port
                      that cannot start is logged by name, the others run
   --check            validate the config and flags, name every bad port, exit 0/1
-  --admin PATH       admin API (HTTP+JSON) on a unix socket, mode 0600
+  --admin PATH[,owner=..][,group=..][,mode=..][,allow-uid=..]
+                     admin API (HTTP+JSON) on a unix socket, mode 0600 unless
+                     the keys (as for --stream) say, e.g. group=kvm,mode=0660
   --metrics ADDR     Prometheus /metrics on HOST:PORT (also on the admin socket)
   --pcap PORT=FILE   capture port PORT's frames to a pcap file (repeatable)
 

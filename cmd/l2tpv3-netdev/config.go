@@ -87,6 +87,11 @@ func (d *daemonOptions) finish(o *options, fs *flag.FlagSet, spec backend.PortSp
 		o.ports = append(o.ports, cfg)
 		d.nPorts++
 	}
+	if d.admin != "" {
+		if _, _, err := backend.ParseUnixSpec(d.admin); err != nil {
+			return fmt.Errorf("--admin %q: %w", d.admin, err)
+		}
+	}
 	if d.metrics != "" {
 		if _, _, err := net.SplitHostPort(d.metrics); err != nil {
 			return fmt.Errorf("--metrics %q: want HOST:PORT (e.g. 127.0.0.1:9469): %v", d.metrics, err)
@@ -346,15 +351,22 @@ func editDistance(a, b string) int {
 	return prev[len(b)]
 }
 
-// runCheck prints what the config holds, every refused port by name, and
-// returns the exit status: 0 when every port is good, 1 otherwise.
+// runCheck prints what the config holds (each port's inner MTU and the
+// underlay MTU behind it, the route asked on this host unless underlay-mtu=
+// says), every refused port by name, and returns the exit status: 0 when
+// every port is good, 1 otherwise.
 func runCheck(o options, out io.Writer) int {
 	for _, c := range o.ports {
 		fe := "stream " + fmt.Sprint(c.Stream)
 		if c.VhostUser != nil {
 			fe = "vhost-user " + c.VhostUser.Path
 		}
-		fmt.Fprintf(out, "port %s: ok (%s, session %d)\n", c.Name, fe, c.L2TP.SessionID)
+		inner, u := innerMTU(c.L2TP)
+		mtu := fmt.Sprintf("inner MTU %d (%s)", inner, underlayNote(u))
+		if c.VhostUser != nil && c.VhostUser.MTU > inner {
+			mtu += fmt.Sprintf("; mtu=%d is above it", c.VhostUser.MTU)
+		}
+		fmt.Fprintf(out, "port %s: ok (%s, session %d, %s)\n", c.Name, fe, c.L2TP.SessionID, mtu)
 	}
 	for _, r := range o.daemon.refused {
 		fmt.Fprintf(out, "port %s: %s\n", r.spec.Name, oneLine(r.err))

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -208,6 +209,41 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// --check prints each port's inner MTU and where the underlay MTU came
+// from (the route is pinned to 1500 by TestMain), and flags an mtu= above it.
+func TestCheckMTU(t *testing.T) {
+	const l2 = "src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=%d,txsession=%d"
+	cfg := fmt.Sprintf(`
+[[port]]
+name = "a"
+stream = "unix:/tmp/x/a.sock"
+l2tpv3 = "`+l2+`"
+
+[[port]]
+name = "b"
+vhost-user = "/tmp/x/b.sock,mtu=9000"
+l2tpv3 = "`+l2+`,l2spec=default"
+
+[[port]]
+name = "c"
+vhost-user = "/tmp/x/c.sock,mtu=8900"
+l2tpv3 = "`+l2+`,ipv6=off,underlay-mtu=9000,oversize=drop"
+`, 1, 2, 1, 3, 4, 2, 5, 6, 3)
+	var out bytes.Buffer
+	if code := realMain([]string{"--config", writeConfig(t, cfg), "--check"}, &out, &out); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out.String())
+	}
+	for _, want := range []string{
+		"port a: ok (stream unix:/tmp/x/a.sock,server=on, session 1, inner MTU 1450 (underlay 1500: the route toward dst on this host))\n",
+		"port b: ok (vhost-user /tmp/x/b.sock, session 2, inner MTU 1446 (underlay 1500: the route toward dst on this host); mtu=9000 is above it)\n",
+		"port c: ok (vhost-user /tmp/x/c.sock, session 3, inner MTU 8950 (underlay-mtu=9000))\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--check output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
 // Daemon settings are checked: a --pcap for no port, a bad metrics address.
 func TestConfigDaemonRefusals(t *testing.T) {
 	cases := []struct {
@@ -218,6 +254,10 @@ func TestConfigDaemonRefusals(t *testing.T) {
 		{[]string{"--stream", "unix:/tmp/x", "--l2tpv3", goodL2TP, "--pcap", "x"}, "want PORT=FILE"},
 		{[]string{"--stream", "unix:/tmp/x", "--l2tpv3", goodL2TP, "--metrics", "9100"}, "--metrics \"9100\": want HOST:PORT"},
 		{[]string{"--config", "/nonexistent/file.toml"}, "--config: open /nonexistent/file.toml"},
+		{[]string{"--stream", "unix:/tmp/x", "--l2tpv3", goodL2TP, "--admin", "/tmp/a.sock,mode=9"},
+			`--admin "/tmp/a.sock,mode=9": mode=9: want octal permission bits`},
+		{[]string{"--stream", "unix:/tmp/x", "--l2tpv3", goodL2TP, "--admin", "/tmp/a.sock,group"},
+			`--admin "/tmp/a.sock,group": group=: want a group name or number`},
 	}
 	for _, c := range cases {
 		_, err := parseArgs(c.args, new(bytes.Buffer))

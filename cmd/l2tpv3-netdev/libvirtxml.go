@@ -49,11 +49,12 @@ type libvirtRequest struct {
 	MAC       net.HardwareAddr
 	Generated bool // MAC derived from ID and socket path, not given
 	Vhost     backend.VhostUserAddr
-	MTU       int    // interface MTU; 0: none
-	L2TPv3    string // the --l2tpv3 string, "" if not given
-	Domain    string // --domain NAME, "" for the interface element alone
-	Spec      string // the --vhost-user string as given
-	QEMUUser  string // --qemu-user: who QEMU runs as, "" to leave the socket as it is
+	MTU       int            // interface MTU; 0: none
+	Underlay  *l2tp.Underlay // what MTU was derived from; nil: mtu= given, or no --l2tpv3
+	L2TPv3    string         // the --l2tpv3 string, "" if not given
+	Domain    string         // --domain NAME, "" for the interface element alone
+	Spec      string         // the --vhost-user string as given
+	QEMUUser  string         // --qemu-user: who QEMU runs as, "" to leave the socket as it is
 }
 
 // libvirtXMLMain is the libvirt-xml subcommand: XML on out (pastable as it
@@ -120,7 +121,7 @@ func parseLibvirtArgs(args []string, out io.Writer) (libvirtRequest, error) {
 	if r.MAC, r.Generated, err = libvirtMAC(*mac, r.ID, r.Vhost.Path); err != nil {
 		return r, err
 	}
-	if r.MTU, err = libvirtMTU(r.Vhost, r.L2TPv3); err != nil {
+	if r.MTU, r.Underlay, err = libvirtMTU(r.Vhost, r.L2TPv3); err != nil {
 		return r, err
 	}
 	if err := validDomainName(r.Domain); err != nil {
@@ -182,20 +183,22 @@ func generatedMAC(id, path string) net.HardwareAddr {
 }
 
 // libvirtMTU is the interface MTU: the one given to the sidecar, else the
-// one the sidecar offers by default for the --l2tpv3 options (what a
-// 1500-byte underlay carries), else none.
-func libvirtMTU(a backend.VhostUserAddr, l2tpv3 string) (int, error) {
+// one the sidecar offers by default for the --l2tpv3 options (what the
+// underlay MTU carries: underlay-mtu=, else the route toward dst on this
+// host), with that underlay; else none.
+func libvirtMTU(a backend.VhostUserAddr, l2tpv3 string) (int, *l2tp.Underlay, error) {
 	if l2tpv3 == "" {
-		return a.MTU, nil
+		return a.MTU, nil, nil
 	}
 	cfg, err := l2tp.ParseOptions(l2tpv3)
 	if err != nil {
-		return 0, fmt.Errorf("--%w", err) // "--l2tpv3: missing dst"
+		return 0, nil, fmt.Errorf("--%w", err) // "--l2tpv3: missing dst"
 	}
 	if a.MTU != 0 {
-		return a.MTU, nil
+		return a.MTU, nil, nil
 	}
-	return backend.DefaultVhostUserMTU(cfg), nil
+	mtu, u := innerMTU(cfg)
+	return mtu, &u, nil
 }
 
 // interfaceXML renders the <interface> element, each line after indent.
@@ -323,6 +326,10 @@ func libvirtAdvice(r libvirtRequest) string {
 	if r.Domain == "" {
 		b.WriteString("# vhost-user needs shared guest memory; add inside <domain>:\n")
 		b.WriteString(indentLines(memoryBackingXML, "  "))
+		if r.Underlay != nil {
+			fmt.Fprintf(&b, "# MTU %d: what the underlay carries whole (%s;\n", r.MTU, underlayNote(*r.Underlay))
+			b.WriteString("# underlay-mtu=N in --l2tpv3 to say otherwise).\n")
+		}
 		if r.MTU > 0 {
 			fmt.Fprintf(&b, "# The guest MTU (%d) goes through a QEMU override (libvirt 9.0 cannot start a vhostuser\n", r.MTU)
 			fmt.Fprintf(&b, "# <interface> with <mtu>); add xmlns:qemu='%s' to <domain> and inside it:\n", qemuNamespace)

@@ -32,6 +32,8 @@ const goldenAdvice = `# vhost-user needs shared guest memory; add inside <domain
     <source type='memfd'/>
     <access mode='shared'/>
   </memoryBacking>
+# MTU 1450: what the underlay carries whole (underlay 1500: the route toward dst on this host;
+# underlay-mtu=N in --l2tpv3 to say otherwise).
 # The guest MTU (1450) goes through a QEMU override (libvirt 9.0 cannot start a vhostuser
 # <interface> with <mtu>); add xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0' to <domain> and inside it:
   <qemu:override>
@@ -141,35 +143,39 @@ func TestGeneratedMAC(t *testing.T) {
 	}
 }
 
-// The MTU is the one given, else what the encapsulation leaves of a
-// 1500-byte underlay (the sidecar's mtu_on_1500_underlay), else none.
+// The MTU is the one given, else what the encapsulation leaves of the
+// underlay MTU (underlay-mtu=, else the route's: pinned to 1500 by
+// TestMain), the sidecar's own inner MTU; else none.
 func TestLibvirtMTU(t *testing.T) {
 	cases := []struct {
 		vhost, l2tpv3 string
 		want          int
+		underlay      int
 	}{
-		{"/s", "", 0},
-		{"/s,mtu=9000", "", 9000},
-		{"/s,mtu=1400", lvL2TP, 1400},
-		{"/s", lvL2TP, 1450},
-		{"/s", lvL2TP + ",l2spec=default", 1446},
-		{"/s", "src=192.0.2.1,dst=198.51.100.7,txsession=0x10", 1462},
-		{"/s", "src=192.0.2.1,dst=198.51.100.7,txsession=0x10,txcookie=1,rxcookie=2,cookie64=on", 1454},
-		{"/s", "src=2001:db8::1,dst=2001:db8::2,ipv6=on,udp=on,srcport=1,dstport=2,txsession=1", 1430},
+		{"/s", "", 0, 0},
+		{"/s,mtu=9000", "", 9000, 0},
+		{"/s,mtu=1400", lvL2TP, 1400, 0},
+		{"/s", lvL2TP, 1450, 1500},
+		{"/s", lvL2TP + ",l2spec=default", 1446, 1500},
+		{"/s", lvL2TP + ",underlay-mtu=9000", 8950, 9000},
+		{"/s", "src=192.0.2.1,dst=198.51.100.7,txsession=0x10", 1462, 1500},
+		{"/s", "src=192.0.2.1,dst=198.51.100.7,txsession=0x10,txcookie=1,rxcookie=2,cookie64=on", 1454, 1500},
+		{"/s", "src=2001:db8::1,dst=2001:db8::2,ipv6=on,udp=on,srcport=1,dstport=2,txsession=1", 1430, 1500},
+		{"/s", "src=2001:db8::1,dst=2001:db8::2,ipv6=on,udp=on,srcport=1,dstport=2,txsession=1,underlay-mtu=1280", 1210, 1280},
 	}
 	for _, c := range cases {
 		a, err := parseLibvirtVhost(c.vhost)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := libvirtMTU(a, c.l2tpv3)
-		if err != nil || got != c.want {
-			t.Errorf("%s %s: got %d, %v; want %d", c.vhost, c.l2tpv3, got, err, c.want)
+		got, u, err := libvirtMTU(a, c.l2tpv3)
+		if err != nil || got != c.want || (u == nil) != (c.underlay == 0) || u != nil && u.MTU != c.underlay {
+			t.Errorf("%s %s: got %d, %v, %v; want %d on %d", c.vhost, c.l2tpv3, got, u, err, c.want, c.underlay)
 		}
-		if c.l2tpv3 != "" && a.MTU == 0 {
+		if u != nil {
 			cfg, _ := l2tp.ParseOptions(c.l2tpv3)
-			if sidecar := 1500 - cfg.Overhead() - 14; got != sidecar {
-				t.Errorf("%s: %d, the sidecar logs mtu_on_1500_underlay=%d", c.l2tpv3, got, sidecar)
+			if sidecar := cfg.InnerMTU(u.MTU); got != sidecar {
+				t.Errorf("%s: %d, the sidecar offers inner_mtu=%d", c.l2tpv3, got, sidecar)
 			}
 		}
 	}

@@ -360,8 +360,10 @@ func (r plugRequest) nic(st backend.PortStatus, kvm bool, kvmErr error) (qmp.NIC
 		nic.HostMTU = r.MTU
 	case st.FrontEnd.OfferedMTU != 0: // what the vhost-user port offers (VIRTIO_NET_F_MTU)
 		nic.HostMTU = st.FrontEnd.OfferedMTU
-	default: // a stream port offers nothing: what fits a 1500-byte underlay
-		nic.HostMTU = backend.DefaultVhostUserMTU(r.Config.L2TP)
+	case st.InnerMTU != 0: // a stream port offers nothing: what its underlay MTU carries whole
+		nic.HostMTU = st.InnerMTU
+	default:
+		nic.HostMTU, _ = innerMTU(r.Config.L2TP)
 	}
 	note := ""
 	if r.Config.VhostUser != nil {

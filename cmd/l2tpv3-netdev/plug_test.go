@@ -238,7 +238,7 @@ func newPlugRig(t *testing.T) *plugRig {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ports := backend.NewPorts(log)
 	srv := admin.NewServer(ports, log, nil)
-	ln, err := admin.Listen(r.admin)
+	ln, err := admin.Listen(r.admin, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,9 +249,11 @@ func newPlugRig(t *testing.T) *plugRig {
 	return r
 }
 
-// l2tpv3 is an option string on fresh loopback UDP ports.
+// l2tpv3 is an option string on fresh loopback UDP ports, with a 1500-byte
+// underlay as on an Ethernet host (loopback's own route MTU is 65536).
 func (r *plugRig) l2tpv3() string {
-	return fmt.Sprintf("src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=%d,txsession=0x10", freePort(r.t), freePort(r.t))
+	return fmt.Sprintf("src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=%d,txsession=0x10,underlay-mtu=1500",
+		freePort(r.t), freePort(r.t))
 }
 
 // sock is a socket path in the rig's directory.

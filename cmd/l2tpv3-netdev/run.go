@@ -51,7 +51,7 @@ func run(o options, stderr io.Writer) error {
 // listen opens the admin socket and the metrics listener, if asked for.
 func (d *daemon) listen(o daemonOptions) error {
 	if o.admin != "" {
-		ln, err := admin.Listen(o.admin)
+		ln, err := admin.Listen(o.admin, d.log)
 		if err != nil {
 			return fmt.Errorf("--admin: %w", err)
 		}

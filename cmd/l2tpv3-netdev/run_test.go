@@ -122,12 +122,18 @@ l2tpv3 = "src=127.0.0.1,udp=on,srcport=%d,dstport=9,txsession=0x11"
 }
 
 // A config with one broken port starts the other and names the broken
-// one; the CLI lists, adds and deletes ports over the admin socket.
+// one; the CLI lists, adds and deletes ports over the admin socket, whose
+// access keys shape its file and are ignored by the CLI given the same
+// string.
 func TestDaemonConfigAndCLI(t *testing.T) {
 	dir := t.TempDir()
-	admin := filepath.Join(dir, "run", "admin.sock")
+	adminPath := filepath.Join(dir, "run", "admin.sock")
+	admin := fmt.Sprintf("%s,group=%d,mode=0660", adminPath, os.Getgid())
 	d := startDaemon(t, "--config", portsConfig(t, dir, admin))
 	d.waitLog(t, "msg=ready port=good session=32")
+	if fi, err := os.Stat(adminPath); err != nil || fi.Mode().Perm() != 0o660 {
+		t.Errorf("admin socket: %v, %v; want mode 0660", fi, err)
+	}
 	d.waitLog(t, `msg="port refused" port=broken`)
 	if !strings.Contains(d.log.String(), "missing dst") {
 		t.Errorf("the refusal does not say why:\n%s", d.log.String())

@@ -44,7 +44,8 @@ func testLibvirtDomain(t *testing.T, server bool, i int) {
 	dir := libvirtDir(t)
 	sock := filepath.Join(dir, "net1.sock")
 	ps, pn := guest.FreeUDPPort(), guest.FreeUDPPort()
-	opts := fmt.Sprintf("src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=%d,txsession=0x41,rxsession=0x42", ps, pn)
+	// underlay-mtu=1500: an Ethernet path (loopback's route says 65536).
+	opts := fmt.Sprintf("src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=%d,txsession=0x41,rxsession=0x42,underlay-mtu=1500", ps, pn)
 	native := fmt.Sprintf("src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=%d,txsession=0x42,rxsession=0x41", pn, ps)
 	ipA, ipB := fmt.Sprintf("169.254.%d.1", 120+i), fmt.Sprintf("169.254.%d.2", 120+i)
 

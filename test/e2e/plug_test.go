@@ -34,7 +34,8 @@ func TestPlugUnplugCLI(t *testing.T) {
 	pa, pna, pb, pnb := guest.FreeUDPPort(), guest.FreeUDPPort(), guest.FreeUDPPort(), guest.FreeUDPPort()
 	optsA := fmt.Sprintf("src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=%d,txsession=0x61,rxsession=0x62", pa, pna)
 	nativeA := fmt.Sprintf("id=n0,src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=%d,txsession=0x62,rxsession=0x61", pna, pa)
-	optsB := fmt.Sprintf("src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=%d,txsession=0x71,rxsession=0x72", pb, pnb)
+	// underlay-mtu=1500: host_mtu 1450, as on an Ethernet path (loopback's route says 65536).
+	optsB := fmt.Sprintf("src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=%d,txsession=0x71,rxsession=0x72,underlay-mtu=1500", pb, pnb)
 	nativeB := fmt.Sprintf("id=n1,src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=%d,txsession=0x72,rxsession=0x71", pnb, pb)
 	config := filepath.Join(t.TempDir(), "l2tpv3-netdev.toml")
 	if err := os.WriteFile(config, []byte(fmt.Sprintf("admin = %q\n\n[[port]]\nname = \"a-net0\"\nstream = \"unix:%s,server=off\"\nl2tpv3 = %q\n",
