@@ -2,11 +2,12 @@
 # Installs what the demo and the tests need on a fresh Debian 12 machine:
 # QEMU, a static busybox for the guests, tshark for capture checks, curl for
 # the admin socket, iperf3 for traffic, libvirt's schema validator (virt-xml-validate runs xmllint),
-# DPDK's testpmd (dpdk-dev) as a foreign vhost-user front end, libvirtd with its QEMU driver
+# DPDK's testpmd (dpdk-dev) as a foreign vhost-user front end (e2e test and bench), netsniff-ng's
+# trafgen as a foreign UDP generator (bench), libvirtd with its QEMU driver
 # (the libvirt e2e test starts a domain). Installs only what is missing.
 set -euo pipefail
 need=()
-for pkg in qemu-system-x86 busybox-static tshark iperf3 xz-utils cpio iproute2 libvirt-clients libxml2-utils libvirt-daemon-system libvirt-daemon-driver-qemu curl dpdk-dev; do
+for pkg in qemu-system-x86 busybox-static tshark iperf3 xz-utils cpio iproute2 libvirt-clients libxml2-utils libvirt-daemon-system libvirt-daemon-driver-qemu curl dpdk-dev netsniff-ng; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -7,6 +7,7 @@ import (
 	"image/color"
 	stddraw "image/draw"
 	"image/png"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,8 +37,10 @@ var chartColors = []struct {
 }{
 	{pathSidecar, "sidecar (stream)", color.RGBA{0x1f, 0x77, 0xb4, 0xff}},
 	{pathVhost, "sidecar (vhost-user)", color.RGBA{0x2c, 0xa0, 0x2c, 0xff}},
+	{pathVhostTSO, "sidecar (vhost-user, guest TSO)", color.RGBA{0x17, 0xbe, 0xcf, 0xff}},
+	{pathTestpmd, "sidecar (vhost-user, DPDK testpmd)", color.RGBA{0x94, 0x67, 0xbd, 0xff}},
 	{pathQEMU, "QEMU -netdev l2tpv3", color.RGBA{0xff, 0x7f, 0x0e, 0xff}},
-	{pathLimit, "limit (sendmmsg→recvmmsg)", color.RGBA{0x99, 0x99, 0x99, 0xff}},
+	{pathLimit, "limit (the group's generator→recvmmsg)", color.RGBA{0x99, 0x99, 0x99, 0xff}},
 }
 
 // chartPanel is one direction's bars: a group per (size, mode) with one
@@ -165,10 +168,11 @@ func renderChart(title string, rows []row) (image.Image, error) {
 			for _, v := range pn.values[c.path] {
 				ymax = max(ymax, v)
 			}
-			if c.path != pathSidecar && c.path != pathVhost {
+			if c.path == pathQEMU || c.path == pathLimit {
 				continue
 			}
 			if l := ratioLabels(pn.values[c.path], pn.ratios[c.path], b.Offset); l != nil {
+				l.upright = l.widest() > barW // side by side they would overlap
 				p.Add(l)
 			}
 		}
@@ -216,17 +220,34 @@ func ratioLabels(values []float64, ratios []*float64, offset vg.Length) *offsetL
 }
 
 // offsetLabels draws text centred above points shifted right by offset
-// (plotter.Labels cannot shift by a length in one axis and centre).
+// (plotter.Labels cannot shift by a length in one axis and centre),
+// reading upwards when upright.
 type offsetLabels struct {
-	offset vg.Length
-	xys    plotter.XYs
-	text   []string
+	offset  vg.Length
+	xys     plotter.XYs
+	text    []string
+	upright bool
 }
 
 // style is the labels' text style.
 func (l *offsetLabels) style() text.Style {
-	return text.Style{Color: color.Black, Font: font.From(plot.DefaultFont, vg.Points(10)),
+	st := text.Style{Color: color.Black, Font: font.From(plot.DefaultFont, vg.Points(10)),
 		XAlign: draw.XCenter, YAlign: draw.YBottom, Handler: plot.DefaultTextHandler}
+	if l.upright {
+		st.Rotation, st.XAlign, st.YAlign = math.Pi/2, draw.XLeft, draw.YCenter
+	}
+	return st
+}
+
+// widest is the width of the widest label, written level.
+func (l *offsetLabels) widest() vg.Length {
+	sty := l.style()
+	sty.Rotation = 0
+	var w vg.Length
+	for _, t := range l.text {
+		w = max(w, sty.Width(t))
+	}
+	return w
 }
 
 // Plot implements plot.Plotter.

@@ -3,15 +3,20 @@ package main
 import (
 	"image/color"
 	"image/png"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 )
 
 // chartRows is a small fixed results table: both directions at two sizes,
-// blast and lossless decap, the loopback limit, and a vhost-user row.
+// blast and lossless decap, the loopback limit, a vhost-user row, a
+// testpmd row, and trafgen rows.
 func chartRows() []row {
 	r := func(path, dir string, size int, mode string, mpps float64) row {
 		return row{Path: path, Direction: dir, FrameBytes: size, Mode: mode, Mpps: mpps}
@@ -30,6 +35,11 @@ func chartRows() []row {
 		r(pathLimit, dirLoopback, 1500, modeBlast, 0.159),
 		r(pathLimit, dirLoopback, 64, modeLossless, 0.157),
 		r(pathLimit, dirLoopback, 1500, modeLossless, 0.144),
+		r(pathTestpmd, dirEncap, 64, modeBlast, 0.56),
+		r(pathVhostTSO, dirEncap, 1500, modeBlast, 2.9),
+		r(pathSidecar, dirDecap, 64, modeTrafgen, 0.150),
+		r(pathQEMU, dirDecap, 64, modeTrafgen, 0.060),
+		r(pathLimit, dirLoopback, 64, modeTrafgen, 0.200),
 	}
 	cells := map[cellKey]*cell{}
 	var order []cellKey
@@ -64,6 +74,19 @@ func TestChartPanels(t *testing.T) {
 	}
 	if got := ps[1].values[pathLimit]; got[0] != 0.157 {
 		t.Errorf("decap limit bars %v: want the loopback lossless rates", got)
+	}
+	if r := enc.ratios[pathTestpmd][0]; r == nil || *r < 4.9 || *r > 5.1 {
+		t.Errorf("encap 64 testpmd ratio %v: want 0.56/0.112", r)
+	}
+	dec := ps[1]
+	if len(dec.groups) != 3 || dec.groups[2].Mode != modeTrafgen {
+		t.Fatalf("decap groups %+v: want the trafgen group last", dec.groups)
+	}
+	if got := dec.values[pathLimit][2]; got != 0.200 {
+		t.Errorf("trafgen limit bar %v: want trafgen's loopback rate", got)
+	}
+	if r := dec.ratios[pathSidecar][2]; r == nil || *r < 2.49 || *r > 2.51 {
+		t.Errorf("trafgen sidecar ratio %v: want 0.150/0.060", r)
 	}
 }
 
@@ -123,5 +146,27 @@ func TestChartFromResults(t *testing.T) {
 	}
 	if err := chartFrom(filepath.Join(dir, "missing.json"), out); err == nil {
 		t.Error("a missing results file was accepted")
+	}
+}
+
+// TestRatioLabelsUpright: labels wider than their bar read upwards.
+func TestRatioLabelsUpright(t *testing.T) {
+	x := 12.5
+	l := ratioLabels([]float64{1, 0}, []*float64{&x, &x}, 0)
+	if l == nil || len(l.text) != 1 || l.text[0] != "×12.5" {
+		t.Fatalf("labels %+v: want one, for the bar with a value", l)
+	}
+	if w := l.widest(); w < vg.Points(10) || w > vg.Points(40) {
+		t.Errorf("label width %v", w)
+	}
+	if l.style().Rotation != 0 {
+		t.Error("level labels rotated")
+	}
+	l.upright = true
+	if st := l.style(); st.Rotation != math.Pi/2 || st.XAlign != draw.XLeft {
+		t.Errorf("upright style %+v", st)
+	}
+	if w := l.widest(); w < vg.Points(10) {
+		t.Errorf("upright label's level width %v", w)
 	}
 }

@@ -60,6 +60,16 @@ type proc struct {
 	err   error
 }
 
+// pinned is the command that runs bin with args on the CPUs of list:
+// taskset (which execs bin, so the process is bin's), or bin itself when
+// list is empty.
+func pinned(list, bin string, args []string) (string, []string) {
+	if list == "" {
+		return bin, args
+	}
+	return "taskset", append([]string{"-c", list, bin}, args...)
+}
+
 // startProc runs bin with args, closing match once a stderr line contains
 // want (never if want is empty).
 func startProc(want, bin string, args ...string) (*proc, error) {
@@ -136,8 +146,12 @@ func lastLines(s string, n int) string {
 type sidecar struct {
 	bin   string
 	batch int
+	cpus  string // taskset CPU list; "" = any CPU
 	p     *proc
 }
+
+// pin restricts the sidecar to the CPUs of list (taskset syntax).
+func (s *sidecar) pin(list string) { s.cpus = list }
 
 // launch starts the sidecar with the front-end flags and waits for
 // msg=ready.
@@ -145,7 +159,8 @@ func (s *sidecar) launch(frontEnd []string, dutPort, netPort int) error {
 	var err error
 	args := append(frontEnd, "--l2tpv3", l2tpv3Opts(dutPort, netPort),
 		"--batch", strconv.Itoa(s.batch), "--log-level", "info")
-	if s.p, err = startProc("msg=ready", s.bin, args...); err != nil {
+	bin, args := pinned(s.cpus, s.bin, args)
+	if s.p, err = startProc("msg=ready", bin, args...); err != nil {
 		return fmt.Errorf("sidecar: %w", err)
 	}
 	select {
@@ -187,9 +202,13 @@ func (s *sidecar) stop() dutReport {
 // qemu is QEMU's own -netdev l2tpv3 on a hub with -netdev stream, no
 // machine at all: the harness listens and QEMU connects.
 type qemu struct {
-	bin string
-	p   *proc
+	bin  string
+	cpus string // taskset CPU list; "" = any CPU
+	p    *proc
 }
+
+// pin restricts QEMU to the CPUs of list (taskset syntax).
+func (q *qemu) pin(list string) { q.cpus = list }
 
 // start listens on sock, launches QEMU and accepts its connection.
 func (q *qemu) start(sock string, dutPort, netPort int) (net.Conn, error) {
@@ -198,11 +217,12 @@ func (q *qemu) start(sock string, dutPort, netPort int) (net.Conn, error) {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
 	defer ln.Close()
-	q.p, err = startProc("", q.bin, "-M", "none", "-nographic", "-nodefaults",
-		"-netdev", "stream,id=s0,server=off,addr.type=unix,addr.path="+sock,
+	bin, args := pinned(q.cpus, q.bin, []string{"-M", "none", "-nographic", "-nodefaults",
+		"-netdev", "stream,id=s0,server=off,addr.type=unix,addr.path=" + sock,
 		"-netdev", "hubport,id=h0,hubid=0,netdev=s0",
-		"-netdev", "l2tpv3,id=l0,"+l2tpv3Opts(dutPort, netPort),
-		"-netdev", "hubport,id=h1,hubid=0,netdev=l0")
+		"-netdev", "l2tpv3,id=l0," + l2tpv3Opts(dutPort, netPort),
+		"-netdev", "hubport,id=h1,hubid=0,netdev=l0"})
+	q.p, err = startProc("", bin, args...)
 	if err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}

@@ -2,7 +2,9 @@
 // -netdev l2tpv3 (QEMU -M none, a hub between -netdev stream and -netdev
 // l2tpv3) and against bare UDP over loopback, in both directions, with
 // independent generators: a QEMU-stream writer and reader, and a
-// sendmmsg/recvmmsg L2TPv3 blaster and sink.
+// sendmmsg/recvmmsg L2TPv3 blaster and sink; and, to confirm the ratios
+// with tools we did not write, netsniff-ng's trafgen as the network side
+// of decap and DPDK's testpmd as the sidecar's vhost-user front end.
 //
 // Run it from the module root: go run ./test/bench [flags].
 package main
@@ -36,8 +38,12 @@ type config struct {
 	writeBytes   int
 	sinkRcvbuf   int
 	sinkGRO      bool
+	trafgen      bool
 	sidecarBin   string
 	qemuBin      string
+	trafgenBin   string
+	testpmdBin   string
+	skipped      []string // what was left out, and why
 	out          string
 	chart        string
 	chartFrom    string
@@ -52,9 +58,11 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.window, "window", 2*time.Second, "measurement window of each blast trial")
 	fs.DurationVar(&c.drainMax, "drain", 3*time.Second, "longest wait for in-flight frames after the source stops")
 	sizes := fs.String("sizes", "64,1500", "Ethernet frame sizes in bytes, comma-separated")
-	paths := fs.String("paths", "sidecar,vhostuser,qemu,limit", "devices under test: sidecar (stream), vhostuser, qemu, limit")
+	paths := fs.String("paths", "sidecar,vhostuser,vhostuser-tso,testpmd,qemu,limit",
+		"devices under test: sidecar (stream), vhostuser (the harness's vhost-user front end), vhostuser-tso (the same front end sending 64 KiB TSO super-frames cut into frames of each size; encap, sizes >= 576), testpmd (DPDK testpmd as the vhost-user front end; blast only, skipped if dpdk-testpmd is missing), qemu, limit")
 	dirs := fs.String("dirs", "encap,decap", "directions: encap (VM→net), decap (net→VM)")
 	fs.BoolVar(&c.noLossless, "no-lossless", false, "skip the decap lossless-rate search")
+	fs.BoolVar(&c.trafgen, "trafgen", true, "also run decap (sidecar, vhostuser, qemu) and the limit with netsniff-ng's trafgen flat out as the network side (mode trafgen; skipped if trafgen is missing or not root)")
 	fs.IntVar(&c.lossless.steps, "lossless-steps", 6, "paced trials per lossless-rate search")
 	fs.DurationVar(&c.lossless.warm, "lossless-warmup", 300*time.Millisecond, "warm-up of each lossless trial")
 	fs.DurationVar(&c.lossless.window, "lossless-window", time.Second, "window of each lossless trial")
@@ -83,7 +91,7 @@ func parseFlags(args []string) (config, error) {
 		c.sizes = append(c.sizes, n)
 	}
 	var err error
-	if c.paths, err = listFlag(*paths, pathSidecar, pathVhost, pathQEMU, pathLimit); err != nil {
+	if c.paths, err = listFlag(*paths, pathSidecar, pathVhost, pathVhostTSO, pathTestpmd, pathQEMU, pathLimit); err != nil {
 		return c, fmt.Errorf("-paths: %w", err)
 	}
 	if c.dirs, err = listFlag(*dirs, dirEncap, dirDecap); err != nil {
@@ -134,13 +142,21 @@ func run(c config) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	c = locate(c, tmp)
+	c = findTools(locate(c, tmp))
 	r := &runner{batch: c.batch, writeBytes: c.writeBytes, sinkRcvbuf: c.sinkRcvbuf, sinkGRO: c.sinkGRO, drainMax: c.drainMax, dir: tmp,
+		trafgenBin: c.trafgenBin,
 		devices: map[string]func() device{
 			pathSidecar: func() device { return &sidecar{bin: c.sidecarBin, batch: c.sidecarBatch} },
 			pathQEMU:    func() device { return &qemu{bin: c.qemuBin} },
 			pathVhost: func() device {
 				return &vhostSidecar{sidecar: sidecar{bin: c.sidecarBin, batch: c.sidecarBatch}}
+			},
+			pathVhostTSO: func() device {
+				return &vhostSidecar{sidecar: sidecar{bin: c.sidecarBin, batch: c.sidecarBatch}, tso: true}
+			},
+			pathTestpmd: func() device {
+				return &testpmdSidecar{sidecar: sidecar{bin: c.sidecarBin, batch: c.sidecarBatch},
+					pmdBin: c.testpmdBin, mbufSize: testpmdMbufSize(slices.Max(c.sizes))}
 			},
 		}}
 	m := startMeta(c)
@@ -149,6 +165,9 @@ func run(c config) error {
 	order := slices.SortedFunc(maps.Keys(cells), compareCells)
 	rows := buildRows(cells, order)
 	printTable(os.Stdout, rows)
+	for _, l := range append(append(tsoLines(rows), independentLines(rows)...), c.skipped...) {
+		fmt.Println(l)
+	}
 	if c.sinkGRO {
 		fmt.Println("encap sink UDP_GRO=true: the sidecar's GSO runs arrive coalesced (-sink-gro=false cuts them before the sink's socket)")
 	} else {
@@ -174,7 +193,9 @@ func locate(c config, tmp string) config {
 	if c.out != "" && !filepath.IsAbs(c.out) && err == nil {
 		c.out = filepath.Join(root, c.out)
 	}
-	needs := func(p string) bool { return p == pathSidecar || p == pathVhost }
+	needs := func(p string) bool {
+		return p == pathSidecar || p == pathVhost || p == pathVhostTSO || p == pathTestpmd
+	}
 	if !slices.ContainsFunc(c.paths, needs) || c.sidecarBin != "" {
 		return c
 	}
@@ -188,8 +209,46 @@ func locate(c config, tmp string) config {
 	return c
 }
 
-// measureAll runs every run of the flat-out trials, then every run of the
-// lossless searches (which start from the flat-out medians).
+// findTools looks up trafgen and dpdk-testpmd and leaves out, saying why,
+// the trials of a tool that is missing or cannot run here.
+func findTools(c config) config {
+	skip := func(what, why string) {
+		msg := fmt.Sprintf("%s not measured: %s", what, why)
+		fmt.Fprintln(os.Stderr, "bench:", msg)
+		c.skipped = append(c.skipped, msg)
+	}
+	if slices.Contains(c.paths, pathTestpmd) {
+		var err error
+		if c.testpmdBin, err = exec.LookPath("dpdk-testpmd"); err != nil {
+			skip("testpmd rows", "dpdk-testpmd not installed (Debian: apt-get install dpdk-dev; test/install-deps.sh does)")
+		} else if _, err = exec.LookPath("stdbuf"); err != nil {
+			skip("testpmd rows", "stdbuf (coreutils) not found")
+		}
+		if err != nil {
+			c.testpmdBin = ""
+			c.paths = slices.DeleteFunc(c.paths, func(p string) bool { return p == pathTestpmd })
+		}
+	}
+	if !c.trafgen || !slices.Contains(c.dirs, dirDecap) {
+		c.trafgen = false
+		return c
+	}
+	var err error
+	if c.trafgenBin, err = exec.LookPath("trafgen"); err != nil {
+		skip("trafgen rows", "trafgen not installed (Debian: apt-get install netsniff-ng; test/install-deps.sh does)")
+	} else if _, err = exec.LookPath("taskset"); err != nil {
+		skip("trafgen rows", "taskset (util-linux) not found: trafgen trials pin the device away from trafgen's core")
+	} else if os.Geteuid() != 0 {
+		err = errors.New("not root")
+		skip("trafgen rows", "trafgen needs root (a packet socket on lo, and lo's route_localnet and accept_local set for the trial)")
+	}
+	c.trafgen = err == nil
+	return c
+}
+
+// measureAll runs every run of the flat-out trials (our generators', then
+// trafgen's), then every run of the lossless searches (which start from
+// the flat-out medians).
 func measureAll(c config, r *runner) map[cellKey]*cell {
 	cells := map[cellKey]*cell{}
 	at := func(k cellKey) *cell {
@@ -199,8 +258,8 @@ func measureAll(c config, r *runner) map[cellKey]*cell {
 		return cells[k]
 	}
 	for run := 1; run <= c.runs; run++ {
-		for _, k := range blastCells(c) {
-			t := r.run(trialSpec{path: k.Path, dir: k.Dir, size: k.Size, warm: c.warm, window: c.window})
+		for _, k := range append(blastCells(c), trafgenCells(c)...) {
+			t := r.run(trialSpec{path: k.Path, dir: k.Dir, size: k.Size, trafgen: k.Mode == modeTrafgen, warm: c.warm, window: c.window})
 			progress(run, c.runs, k, t)
 			at(k).Runs = append(at(k).Runs, t)
 		}
@@ -231,7 +290,7 @@ func blastCells(c config) []cellKey {
 		}
 		for _, dir := range c.dirs {
 			for _, p := range c.paths {
-				if p != pathLimit {
+				if p != pathLimit && (p != pathVhostTSO || dir == dirEncap && size >= tsoMinFrame) {
 					ks = append(ks, cellKey{p, dir, size, modeBlast})
 				}
 			}
@@ -240,12 +299,38 @@ func blastCells(c config) []cellKey {
 	return ks
 }
 
-// losslessCells lists one run's lossless searches: decap for each device,
-// and the loopback limit.
+// trafgenCells lists one run's trafgen trials: decap for the stream and
+// vhost-user sidecar and QEMU, and the loopback limit. Not testpmd:
+// trafgen's core and testpmd's busy-polling one would leave the sidecar
+// none of its own on this machine.
+func trafgenCells(c config) []cellKey {
+	if !c.trafgen {
+		return nil
+	}
+	var ks []cellKey
+	for _, size := range c.sizes {
+		for _, p := range c.paths {
+			switch p {
+			case pathSidecar, pathVhost, pathQEMU:
+				ks = append(ks, cellKey{p, dirDecap, size, modeTrafgen})
+			case pathLimit:
+				ks = append(ks, cellKey{p, dirLoopback, size, modeTrafgen})
+			}
+		}
+	}
+	return ks
+}
+
+// losslessCells lists one run's lossless searches: decap for each device
+// (but testpmd, which is started afresh for every trial), and the loopback
+// limit.
 func losslessCells(c config) []cellKey {
 	var ks []cellKey
 	for _, size := range c.sizes {
 		for _, p := range c.paths {
+			if p == pathTestpmd || p == pathVhostTSO {
+				continue
+			}
 			dir := dirDecap
 			if p == pathLimit {
 				dir = dirLoopback
@@ -259,11 +344,13 @@ func losslessCells(c config) []cellKey {
 // compareCells orders table rows: direction, size, mode, then device.
 func compareCells(a, b cellKey) int {
 	rank := func(s string, order ...string) int { return slices.Index(order, s) }
+	modes := []string{modeBlast, modeLossless, modeTrafgen}
+	paths := []string{pathSidecar, pathVhost, pathVhostTSO, pathTestpmd, pathQEMU, pathLimit}
 	return cmp.Or(
 		cmp.Compare(rank(a.Dir, dirEncap, dirDecap, dirLoopback), rank(b.Dir, dirEncap, dirDecap, dirLoopback)),
 		cmp.Compare(a.Size, b.Size),
-		cmp.Compare(rank(a.Mode, modeBlast, modeLossless), rank(b.Mode, modeBlast, modeLossless)),
-		cmp.Compare(rank(a.Path, pathSidecar, pathVhost, pathQEMU, pathLimit), rank(b.Path, pathSidecar, pathVhost, pathQEMU, pathLimit)))
+		cmp.Compare(rank(a.Mode, modes...), rank(b.Mode, modes...)),
+		cmp.Compare(rank(a.Path, paths...), rank(b.Path, paths...)))
 }
 
 // progress prints one trial's outcome on stderr.

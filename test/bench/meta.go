@@ -17,6 +17,15 @@ const method = "Each trial starts the device afresh on free ports. Rates are fra
 	"straight into the same sink (UDP over loopback, no device). vhostuser: the sidecar with --vhost-user, " +
 	"the harness its front end (vhosttest: memfd guest memory, one queue pair of 256-entry split rings it " +
 	"fills and empties itself, EVENT_IDX), in place of the stream writer and reader. " +
+	"testpmd: the same sidecar with DPDK's dpdk-testpmd as the vhost-user front end (virtio-user PMD, --no-huge, " +
+	"one queue pair, interactive; -l 0-1, so its forwarding lcore busy-polls CPU 1): encap is txonly (--txpkts = size; " +
+	"the sink then counts any frame of the session and size), decap is rxonly; testpmd's port counters (TX-packets, " +
+	"RX-packets) are the VM side's counts; blast only. trafgen: netsniff-ng's trafgen, flat out on lo (TX_RING, " +
+	"--cpus 1: its worker and the loopback receive path on CPU 0; --no-sock-mem; the device, QEMU or sidecar, " +
+	"pinned to CPU 1 with taskset), sends the blaster's packets " +
+	"(sequence number 0 in every frame, IPv4 checksum by trafgen, UDP checksum 0) in place of the blaster, for decap " +
+	"and the limit; lo's route_localnet and accept_local are 1 during those trials; sent is trafgen's own count, " +
+	"the window's offered rate lo's tx_packets. " +
 	"blast = sources flat out; lossless = the " +
 	"highest paced blaster rate (timerfd, 50 us ticks) losing at most lossless_tol_pct, found by bisection. " +
 	"Medians over runs. Gbit/s counts Ethernet frame bytes only."
@@ -44,6 +53,8 @@ type meta struct {
 	LossTolPct   float64   `json:"lossless_tol_pct"`
 	LossSteps    int       `json:"lossless_steps"`
 	LossWindowS  float64   `json:"lossless_window_s"`
+	Trafgen      string    `json:"trafgen,omitempty"`
+	Testpmd      string    `json:"testpmd,omitempty"`
 }
 
 // startMeta records the machine and settings before the first trial.
@@ -54,7 +65,17 @@ func startMeta(c config) *meta {
 		LoadStart: loadavg(), Runs: c.runs, WarmupS: c.warm.Seconds(), WindowS: c.window.Seconds(),
 		Batch: c.batch, SidecarBatch: c.sidecarBatch, WriteBytes: c.writeBytes, SinkRcvbuf: c.sinkRcvbuf, SinkGRO: c.sinkGRO,
 		LossTolPct: c.lossless.tolPct, LossSteps: c.lossless.steps, LossWindowS: c.lossless.window.Seconds(),
+		Trafgen: toolVersion(c.trafgen, c.trafgenBin, "--version"),
+		Testpmd: toolVersion(c.testpmdBin != "", "dpkg-query", "-W", "-f=dpdk-dev ${Version}", "dpdk-dev"),
 	}
+}
+
+// toolVersion is the first line of a version command, if the tool is used.
+func toolVersion(used bool, name string, args ...string) string {
+	if !used {
+		return ""
+	}
+	return firstLine(name, args...)
 }
 
 // finishMeta records the duration and the load at the end.

@@ -58,9 +58,13 @@ func setSeq(frame []byte, seq uint64) {
 	binary.BigEndian.PutUint64(frame[seqOffset:], seq)
 }
 
-// parseFrame returns the sequence number of a test frame, or false when
-// the frame is too short or is not one of ours.
+// parseFrame returns the sequence number of a test frame (or of a TSO
+// segment, see tso.go), or false when the frame is too short or is not one
+// of ours.
 func parseFrame(frame []byte) (uint64, bool) {
+	if seq, ok := parseSegment(frame); ok {
+		return seq, true
+	}
 	if len(frame) < minFrameSize ||
 		binary.BigEndian.Uint16(frame[12:14]) != etherTypeBench ||
 		binary.BigEndian.Uint32(frame[magicOffset:]) != frameMagic {

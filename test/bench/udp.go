@@ -164,6 +164,7 @@ type udpSink struct {
 	seq      seqCheck
 	stopping atomic.Bool
 	ctl      []byte // sinkCtl bytes per message when UDP_GRO is on
+	anyFrame bool   // count any frame of the session and size, not only ours
 }
 
 // newUDPSink listens on port local with an rcvbuf-byte receive buffer.
@@ -242,19 +243,34 @@ func (s *udpSink) run() error {
 		for i := range n {
 			buf, seg := s.batch.received(i), max(s.segment(i), 1)
 			for ; len(buf) > 0; buf = buf[min(seg, len(buf)):] {
-				frame, ok := parseL2TP(buf[:min(seg, len(buf))], s.session)
-				seq, isOurs := parseFrame(frame)
-				if !ok || !isOurs || len(frame) != s.size {
+				if s.check(buf[:min(seg, len(buf))]) {
+					good++
+				} else {
 					s.rep.Bad++
-					continue
 				}
-				s.seq.see(seq)
-				good++
 			}
 		}
 		s.good.Add(good)
 	}
 	return nil
+}
+
+// check takes one datagram: a frame of the session and size that is one
+// of ours (its sequence number checked), or, with anyFrame, any frame of
+// the session and size (a foreign generator's, without sequence numbers).
+func (s *udpSink) check(p []byte) bool {
+	frame, ok := parseL2TP(p, s.session)
+	if !ok || len(frame) != s.size {
+		return false
+	}
+	if s.anyFrame {
+		return true
+	}
+	seq, isOurs := parseFrame(frame)
+	if isOurs {
+		s.seq.see(seq)
+	}
+	return isOurs
 }
 
 // stop asks run to return within udpRecvTimeout.

@@ -22,11 +22,17 @@ type ringDevice interface {
 	vmSink(size int) sink
 }
 
+// pathVhostTSO is the vhost-user path with bulk TCP from the guest: each TX
+// buffer is a 64 KiB TSO super-frame the sidecar cuts into wire frames of
+// the trial's size (encap only), to compare with pathVhost's per-frame rate.
+const pathVhostTSO = "vhostuser-tso"
+
 // vhostSidecar is the sidecar with --vhost-user, listening; the harness
 // connects as the front end and starts one queue pair.
 type vhostSidecar struct {
 	sidecar
-	g *vhosttest.Guest
+	g   *vhosttest.Guest
+	tso bool // the guest sends TSO super-frames (pathVhostTSO)
 }
 
 // vhostBufSize holds the largest test frame and its virtio-net header in
@@ -44,7 +50,11 @@ func (s *vhostSidecar) start(sock string, dutPort, netPort int) (net.Conn, error
 		s.p.terminate()
 		return nil, fmt.Errorf("vhost-user dial: %w", err)
 	}
-	if s.g, err = vhosttest.NewGuest(fe, vhosttest.GuestOptions{BufSize: vhostBufSize}); err != nil {
+	o := vhosttest.GuestOptions{BufSize: vhostBufSize}
+	if s.tso {
+		o.TXBuf = tsoBufSize
+	}
+	if s.g, err = vhosttest.NewGuest(fe, o); err != nil {
 		fe.Close()
 		s.p.terminate()
 		return nil, fmt.Errorf("vhost-user front end: %w", err)
@@ -62,9 +72,14 @@ func (s *vhostSidecar) stop() dutReport {
 	return r
 }
 
-// vmSource puts frames on the guest's TX ring (encap).
+// vmSource puts frames on the guest's TX ring (encap): TSO super-frames
+// for pathVhostTSO.
 func (s *vhostSidecar) vmSource(size int) source {
-	return &ringWriter{q: s.g.Pairs[0], size: size}
+	w := &ringWriter{q: s.g.Pairs[0], size: size}
+	if s.tso {
+		w.tso = newTSOFrames(size)
+	}
+	return w
 }
 
 // vmSink takes frames off the guest's RX ring (decap).
@@ -79,6 +94,7 @@ type ringWriter struct {
 	q        *vhosttest.QueuePair
 	size     int
 	seq      uint64
+	tso      *tsoFrames // non-nil: each buffer is a super-frame of tso.segs frames
 	sentN    atomic.Uint64
 	stopping atomic.Bool
 }
@@ -90,10 +106,25 @@ func (w *ringWriter) fill(b []byte) int {
 	return w.size
 }
 
+// fillTSO writes the next super-frame, its segments numbered, into a TX buffer.
+func (w *ringWriter) fillTSO(b []byte) int {
+	n := w.tso.build(b, w.seq)
+	w.seq += uint64(w.tso.segs)
+	return n
+}
+
+// send queues up to n buffers and returns the frames they hold.
+func (w *ringWriter) send(n int) int {
+	if w.tso == nil {
+		return w.q.Send(n, w.fill)
+	}
+	return w.q.SendOffload(n, w.fillTSO, w.tso.hdr.Put) * w.tso.segs
+}
+
 // run queues frames until stop.
 func (w *ringWriter) run() error {
 	for !w.stopping.Load() {
-		if n := w.q.Send(64, w.fill); n > 0 {
+		if n := w.send(64); n > 0 {
 			w.sentN.Add(uint64(n))
 			continue
 		}
@@ -102,9 +133,9 @@ func (w *ringWriter) run() error {
 	return nil
 }
 
-// probe queues one frame, before run.
+// probe queues one frame (one super-frame with TSO), before run.
 func (w *ringWriter) probe() error {
-	if n := w.q.Send(1, w.fill); n > 0 {
+	if n := w.send(1); n > 0 {
 		w.sentN.Add(uint64(n))
 		return nil
 	}
