@@ -461,3 +461,21 @@ func FuzzTSO(f *testing.F) {
 		}
 	})
 }
+
+// TestTSOShortBuffer hands a smaller second buffer than the first: the segments that fit
+// are returned, the rest of the super-frame is dropped and counted, and nothing panics.
+func TestTSOShortBuffer(t *testing.T) {
+	r := newRig(t, rigOpts{features: allFeatures | vhosttest.FCsum | vhosttest.FHostTSO4})
+	s := superFrames["tcp4"]
+	r.putTXHdr(s.hdr(), s.frame(), false)
+	r.tx.PublishKick()
+	bufs := [][]byte{make([]byte, 2000), make([]byte, 4)}
+	sizes := make([]int, 2)
+	n, err := r.q.ReadFrames(bufs, sizes, 8)
+	if err != nil || n != 1 || !bytes.Equal(bufs[0][8:8+sizes[0]], s.segments()[0]) {
+		t.Fatalf("ReadFrames = %d, %v", n, err)
+	}
+	if st := r.srv.Stats(); st.TXDropped != 1 || st.TXSegmented != 0 {
+		t.Errorf("stats: dropped %d segmented %d", st.TXDropped, st.TXSegmented)
+	}
+}

@@ -168,11 +168,11 @@ func (v *vring) emitTX(bufs [][]byte, sizes []int, offset, total int) (k int, do
 func (v *vring) cutTSO(p *tsoPlan, bufs [][]byte, sizes []int, offset int) (k int, done, ok bool) {
 	i := v.tx.tsoNext
 	for ; i < p.segs && k < len(bufs); i, k = i+1, k+1 {
-		dst := bufs[k][offset:]
 		m := p.segLen(i)
-		if len(dst) < p.hdrLen+m {
+		if len(bufs[k]) < offset+p.hdrLen+m {
 			break
 		}
+		dst := bufs[k][offset:]
 		copy(dst, v.tx.head[:p.hdrLen])
 		v.copyFrame(dst[p.hdrLen:p.hdrLen+m], p.hdrLen+i*p.mss)
 		p.segment(dst[:p.hdrLen+m], i)
