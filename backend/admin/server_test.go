@@ -84,6 +84,24 @@ func (r *rig) spec(name string) (backend.PortSpec, *peer) {
 	}, &peer{conn: pc, enc: l2tp.NewEncoder(mirror), hl: mirror.HeaderLen()}
 }
 
+// connectedPort adds a stream port named name over the API and connects a
+// VM (a stream client, closed at the end of the test) to it.
+func (r *rig) connectedPort(t *testing.T, name string) (backend.PortStatus, *peer, net.Conn) {
+	t.Helper()
+	spec, peer := r.spec(name)
+	st, err := r.c.AddPort(ctx(t), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm, err := net.Dial("unix", strings.TrimPrefix(spec.Stream, "unix:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { vm.Close() })
+	waitFor(t, "VM connected", func() bool { s, _ := r.c.Port(ctx(t), name); return s.FrontEnd.Connected })
+	return st, peer, vm
+}
+
 // send sends one Ethernet frame over the pseudowire to the port.
 func (p *peer) send(t *testing.T, port int, frame []byte) {
 	t.Helper()
@@ -357,17 +375,7 @@ func TestRawRequests(t *testing.T) {
 // through the admin socket.
 func TestCountersMove(t *testing.T) {
 	r := newRig(t)
-	spec, peer := r.spec("p1")
-	st, err := r.c.AddPort(ctx(t), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm, err := net.Dial("unix", strings.TrimPrefix(spec.Stream, "unix:"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vm.Close()
-	waitFor(t, "VM connected", func() bool { s, _ := r.c.Port(ctx(t), "p1"); return s.FrontEnd.Connected })
+	st, peer, vm := r.connectedPort(t, "p1")
 	peer.send(t, localPort(t, st), icmpFrame(1))
 	readStreamFrame(t, vm)
 	waitFor(t, "rx counter", func() bool { s, _ := r.c.Port(ctx(t), "p1"); return s.Session.RxPackets == 1 })
@@ -397,20 +405,10 @@ func TestCountersMove(t *testing.T) {
 // in a pcap that pcapgo reads; a streamed capture does too.
 func TestCapture(t *testing.T) {
 	r := newRig(t)
-	spec, peer := r.spec("p1")
-	st, err := r.c.AddPort(ctx(t), spec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vm, err := net.Dial("unix", strings.TrimPrefix(spec.Stream, "unix:"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer vm.Close()
-	waitFor(t, "VM connected", func() bool { s, _ := r.c.Port(ctx(t), "p1"); return s.FrontEnd.Connected })
+	st, peer, vm := r.connectedPort(t, "p1")
 
 	file := filepath.Join(r.dir, "p1.pcap")
-	_, err = r.c.StartCapture(ctx(t), "p1", CaptureRequest{Path: "relative.pcap"})
+	_, err := r.c.StartCapture(ctx(t), "p1", CaptureRequest{Path: "relative.pcap"})
 	wantAPIError(t, err, http.StatusBadRequest, "want an absolute file name")
 	if _, err := r.c.StartCapture(ctx(t), "p1", CaptureRequest{Path: file}); err != nil {
 		t.Fatal(err)
