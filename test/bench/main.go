@@ -223,6 +223,8 @@ func findTools(c config) config {
 			skip("testpmd rows", "dpdk-testpmd not installed (Debian: apt-get install dpdk-dev; test/install-deps.sh does)")
 		} else if _, err = exec.LookPath("stdbuf"); err != nil {
 			skip("testpmd rows", "stdbuf (coreutils) not found")
+		} else if _, err = exec.LookPath("taskset"); err != nil {
+			skip("testpmd rows", "taskset (util-linux) not found: testpmd trials pin the sidecar away from testpmd's polling core")
 		}
 		if err != nil {
 			c.testpmdBin = ""

@@ -18,7 +18,7 @@ const method = "Each trial starts the device afresh on free ports. Rates are fra
 	"the harness its front end (vhosttest: memfd guest memory, one queue pair of 256-entry split rings it " +
 	"fills and empties itself, EVENT_IDX), in place of the stream writer and reader. " +
 	"testpmd: the same sidecar with DPDK's dpdk-testpmd as the vhost-user front end (virtio-user PMD, --no-huge, " +
-	"one queue pair, interactive; -l 0-1, so its forwarding lcore busy-polls CPU 1): encap is txonly (--txpkts = size; " +
+	"one queue pair, interactive; -l 0-1, so its forwarding lcore busy-polls CPU 1; the sidecar pinned to CPU 0 with taskset): encap is txonly (--txpkts = size; " +
 	"the sink then counts any frame of the session and size), decap is rxonly; testpmd's port counters (TX-packets, " +
 	"RX-packets) are the VM side's counts; blast only. trafgen: netsniff-ng's trafgen, flat out on lo (TX_RING, " +
 	"--cpus 1: its worker and the loopback receive path on CPU 0; --no-sock-mem; the device, QEMU or sidecar, " +

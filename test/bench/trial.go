@@ -219,6 +219,8 @@ func (r *runner) setup(spec trialSpec, dutPort, netPort int) (g *rig, err error)
 		dev := newDev()
 		if p, ok := dev.(interface{ pin(string) }); ok && spec.trafgen {
 			p.pin(trafgenDUTCPUs)
+		} else if ok && spec.path == pathTestpmd {
+			p.pin(testpmdFreeCPUs)
 		}
 		sock := filepath.Join(r.dir, "dut.sock")
 		os.Remove(sock)
