@@ -38,10 +38,11 @@ e2e: deps build
 
 # Long runs, not part of make test (about 13 minutes, every core busy): the
 # hostile flood with 1,000,000 datagrams, the 10-minute soak of 64 ports and
-# the daemon's memory with 1, 16 and 64 ports (README "Faults and load").
+# the daemon's memory with 1, 16 and 64 ports and with 1, 4 and 16 vhost-user
+# queue pairs (README "Faults and load").
 # L2TPV3_SOAK_DURATION / _PORTS change the soak.
 soak:
-	L2TPV3_SOAK=1 $(GO) test -count=1 -timeout 40m -v -run 'TestHostileNetworkFlood|TestSoak64Ports|TestMemoryPerPort' ./test/load
+	L2TPV3_SOAK=1 $(GO) test -count=1 -timeout 40m -v -run 'TestHostileNetworkFlood|TestSoak64Ports|TestMemoryPerPort|TestMemoryPerQueue' ./test/load
 
 bench: deps build
 	$(GO) run ./test/bench
