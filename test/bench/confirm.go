@@ -115,6 +115,9 @@ func tsoLines(rows []row) []string {
 			continue
 		}
 		l := fmt.Sprintf("guest TSO → sidecar, encap %4d B frames: %.3f Mpps", r.FrameBytes, r.Mpps)
+		if r.RatioLimit != nil {
+			l += fmt.Sprintf(", %.2f× the bare per-packet sendmmsg→recvmmsg pair", *r.RatioLimit)
+		}
 		i := slices.IndexFunc(rows, func(v row) bool {
 			return v.Path == pathVhost && v.Direction == dirEncap && v.FrameBytes == r.FrameBytes && v.Mode == modeBlast
 		})

@@ -28,3 +28,18 @@ func TestTSOFramesCut(t *testing.T) {
 		t.Error("a plain test frame parsed as a segment")
 	}
 }
+
+// TestTSOLines checks the summary line sets the TSO row against both the
+// per-frame vhost-user row and the bare pair.
+func TestTSOLines(t *testing.T) {
+	lim := 4.21
+	rows := []row{
+		{Path: pathVhost, Direction: dirEncap, FrameBytes: 1500, Mode: modeBlast, Mpps: 1.696},
+		{Path: pathVhostTSO, Direction: dirEncap, FrameBytes: 1500, Mode: modeBlast, Mpps: 1.109, RatioLimit: &lim},
+	}
+	got := tsoLines(rows)
+	want := "guest TSO → sidecar, encap 1500 B frames: 1.109 Mpps, 4.21× the bare per-packet sendmmsg→recvmmsg pair, 0.65× the per-frame vhost-user rate (1.696 Mpps)"
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("tsoLines = %q\nwant %q", got, want)
+	}
+}
