@@ -59,17 +59,7 @@ func TestMemoryPerPort(t *testing.T) {
 		t.Skip("the memory test runs with " + soakEnv + "=1")
 	}
 	holdMachine(t)
-	counts := []int{1, 16, 64}
-	if s := os.Getenv(memoryPortsEnv); s != "" {
-		counts = nil
-		for _, f := range strings.Split(s, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 1 {
-				t.Fatalf("%s=%q: want port counts, the smallest first", memoryPortsEnv, s)
-			}
-			counts = append(counts, n)
-		}
-	}
+	counts := envCounts(t, memoryPortsEnv, []int{1, 16, 64}, 1<<16)
 	frames := uint64(envInt(t, memoryFramesEnv, 20000))
 	traffic := 10 * time.Second
 	if s := os.Getenv(memoryTrafficEnv); s != "" {
@@ -80,23 +70,59 @@ func TestMemoryPerPort(t *testing.T) {
 		traffic = d
 	}
 	bin := buildDaemon(t)
-	var runs []memoryRun
-	for _, n := range counts {
-		t.Run(fmt.Sprintf("ports=%d", n), func(t *testing.T) {
-			runs = append(runs, measureMemory(t, bin, n, frames, traffic))
-		})
-		if t.Failed() {
-			return
-		}
+	runs := measureEach(t, "ports", counts, func(t *testing.T, n int) memoryRun {
+		return measureMemory(t, bin, n, frames, traffic)
+	})
+	if runs == nil {
+		return
 	}
 	t.Log("\n" + memoryTable(runs))
 	base, last := runs[0], runs[len(runs)-1]
-	if last.n > base.n {
-		per := float64(last.used.rss-base.used.rss) / float64(last.n-base.n) / 1024
-		if per > 16 {
-			t.Errorf("%.1f MiB RSS per port after traffic: over issue 5's 16 MiB", per)
+	if per := perUnitMiB(base.n, base.used.rss, last.n, last.used.rss); per > 16 {
+		t.Errorf("%.1f MiB RSS per port after traffic: over issue 5's 16 MiB", per)
+	}
+}
+
+// measureEach runs measure as a subtest "label=n" for every count, in
+// order, and returns the results, or nil once one fails.
+func measureEach[R any](t *testing.T, label string, counts []int, measure func(t *testing.T, n int) R) []R {
+	var runs []R
+	for _, n := range counts {
+		t.Run(fmt.Sprintf("%s=%d", label, n), func(t *testing.T) {
+			runs = append(runs, measure(t, n))
+		})
+		if t.Failed() {
+			return nil
 		}
 	}
+	return runs
+}
+
+// perUnitMiB is the RSS growth per unit (port, queue pair) from the base
+// run of baseN units to a run of n, in MiB; 0 when n is not larger.
+func perUnitMiB(baseN, baseKiB, n, kiB int) float64 {
+	if n <= baseN {
+		return 0
+	}
+	return mib(kiB-baseKiB) / float64(n-baseN)
+}
+
+// envCounts reads the environment variable name as a comma-separated list
+// of counts 1..most, the smallest first, or returns def when it is unset.
+func envCounts(t *testing.T, name string, def []int, most int) []int {
+	s := os.Getenv(name)
+	if s == "" {
+		return def
+	}
+	var counts []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > most || (len(counts) > 0 && n <= counts[len(counts)-1]) {
+			t.Fatalf("%s=%q: want counts 1..%d, the smallest first", name, s, most)
+		}
+		counts = append(counts, n)
+	}
+	return counts
 }
 
 // buildDaemon compiles ./cmd/l2tpv3-netdev into a temporary directory.

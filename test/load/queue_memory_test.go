@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,35 +45,19 @@ func TestMemoryPerQueue(t *testing.T) {
 		t.Skip("the memory test runs with " + soakEnv + "=1")
 	}
 	holdMachine(t)
-	counts := []int{1, 4, 16}
-	if s := os.Getenv(memoryQueuesEnv); s != "" {
-		counts = nil
-		for _, f := range strings.Split(s, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 1 || n > 16 {
-				t.Fatalf("%s=%q: want queue-pair counts 1..16, the smallest first", memoryQueuesEnv, s)
-			}
-			counts = append(counts, n)
-		}
-	}
+	counts := envCounts(t, memoryQueuesEnv, []int{1, 4, 16}, 16)
 	frames := uint64(envInt(t, memoryFramesEnv, 20000))
 	bin := buildDaemon(t)
-	var runs []queueRun
-	for _, n := range counts {
-		t.Run(fmt.Sprintf("queues=%d", n), func(t *testing.T) {
-			runs = append(runs, measureQueues(t, bin, n, frames))
-		})
-		if t.Failed() {
-			return
-		}
+	runs := measureEach(t, "queues", counts, func(t *testing.T, n int) queueRun {
+		return measureQueues(t, bin, n, frames)
+	})
+	if runs == nil {
+		return
 	}
 	t.Log("\n" + queueTable(runs))
 	base, last := runs[0], runs[len(runs)-1]
-	if last.n > base.n {
-		per := float64(last.used.rss-base.used.rss) / float64(last.n-base.n) / 1024
-		if per > 16 {
-			t.Errorf("%.1f MiB RSS per queue pair after traffic: over issue 5's 16 MiB per port", per)
-		}
+	if per := perUnitMiB(base.n, base.used.rss, last.n, last.used.rss); per > 16 {
+		t.Errorf("%.1f MiB RSS per queue pair after traffic: over issue 5's 16 MiB per port", per)
 	}
 }
 
