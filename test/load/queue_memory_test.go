@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser/vhosttest"
 )
 
@@ -178,10 +179,7 @@ func drivePair(p *vhosttest.QueuePair, id uint32, frames uint64, stop <-chan str
 // peerToVM sends at least frames 1500-byte frames of 64 flows (the source
 // MAC differs, so the daemon steers them over the pairs) with at most
 // memoryWindow not yet received by the VM, until stop.
-func peerToVM(t *testing.T, peer interface {
-	WriteFrames([][]byte, []int, int) error
-	Headroom() int
-}, frames uint64, sent, got *atomic.Uint64, stop <-chan struct{}) {
+func peerToVM(t *testing.T, peer *l2tp.Tunnel, frames uint64, sent, got *atomic.Uint64, stop <-chan struct{}) {
 	b := newFrameBatch(64, peer.Headroom(), 1500)
 	for seq := uint64(0); sent.Load() < frames; {
 		select {
