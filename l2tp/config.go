@@ -105,10 +105,10 @@ type Config struct {
 
 	// SessionID is the session this end receives on (QEMU rxsession, kernel
 	// session_id). ParseOptions defaults it to PeerSessionID, as QEMU does.
-	// Over IP, 0 is refused: it marks control messages.
+	// 0 is refused: RFC 3931 reserves it (over IP it marks control messages).
 	SessionID uint32
 	// PeerSessionID is the session written into sent packets (QEMU
-	// txsession, kernel peer_session_id). Required; over IP, 0 is refused.
+	// txsession, kernel peer_session_id). Required; 0 is refused.
 	PeerSessionID uint32
 
 	// CookieLen is 0, 4 or 8 bytes (QEMU: 4 unless cookie64=on). With 0,
@@ -220,8 +220,8 @@ func (c Config) validateAddrs() error {
 	return nil
 }
 
-// validateEncap checks the ports against the encapsulation and refuses
-// session 0 over IP, where it marks control messages.
+// validateEncap checks the ports against the encapsulation and the session
+// IDs.
 func (c Config) validateEncap() error {
 	switch c.Encap {
 	case EncapUDP:
@@ -238,14 +238,21 @@ func (c Config) validateEncap() error {
 		if c.DstPort != 0 {
 			return cfgErr("dstport", "dstport given without udp=on")
 		}
-		if c.PeerSessionID == 0 {
-			return cfgErr("txsession", "txsession=0: session 0 marks control messages over IP (use another id or udp=on)")
-		}
-		if c.SessionID == 0 {
-			return cfgErr("rxsession", "rxsession=0: session 0 marks control messages over IP (use another id or udp=on)")
-		}
 	default:
 		return cfgErr("udp", "encapsulation %d: unknown", c.Encap)
+	}
+	return c.validateSessions()
+}
+
+// validateSessions refuses session ID 0 with either encapsulation: RFC 3931
+// reserves it (over IP it marks control messages) and `ip l2tp` refuses it.
+func (c Config) validateSessions() error {
+	const reserved = "session ID 0 is reserved (RFC 3931: it marks control messages); use 1..4294967295"
+	if c.PeerSessionID == 0 {
+		return cfgErr("txsession", "txsession=0: "+reserved)
+	}
+	if c.SessionID == 0 {
+		return cfgErr("rxsession", "rxsession=0: "+reserved)
 	}
 	return nil
 }

@@ -42,7 +42,7 @@ const optionHelp = `L2TPv3 option string (QEMU's -netdev l2tpv3 keys, comma-sepa
 
 Numbers: decimal or 0x hex; a leading 0 is refused (QEMU reads octal). Booleans:
 on/off, yes/no, true/false; a bare key means on. Refused, unlike QEMU: offset > 256;
-session 0 over IP (it marks control messages); a key given twice; counter or
+session ID 0 (RFC 3931 reserves it); a key given twice; counter or
 pincounter with l2spec=none or with seq; seq with l2spec=none.
 
 Overhead: UDP/IPv4 with l2spec=default and no cookie is 20+8+12 = 40 bytes plus the

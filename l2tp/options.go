@@ -87,8 +87,8 @@ func (o options) on(key string) bool { return o[key].on }
 // seq other than none, counter or pincounter with l2spec=none.
 //
 // QEMU defects are fixed, not copied: cookie64=off means 32-bit cookies,
-// offset above 256 is refused, session 0 is refused over IP (it marks
-// control messages). Numbers with a leading zero are refused, as QEMU would
+// offset above 256 is refused, session ID 0 is refused (RFC 3931 reserves
+// it; over IP it marks control messages). Numbers with a leading zero are refused, as QEMU would
 // read them as octal. A key given twice is refused (QEMU silently takes the
 // last one).
 //
