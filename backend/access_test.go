@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump/pumptest"
 	"golang.org/x/sys/unix"
 )
 
@@ -82,7 +84,7 @@ func TestSocketFilesPrivate(t *testing.T) {
 	if m, _, _ := sockMode(t, dir+"/s.sock"); m != 0o600 {
 		t.Errorf("stream socket mode %#o under umask 0, want 0600", m)
 	}
-	v, err := ListenVhostUser(VhostUserAddr{Path: dir + "/v.sock", Server: true, Queues: 1}, 8, NewPump(newFakeNet(), nil), discardLogger())
+	v, err := ListenVhostUser(VhostUserAddr{Path: dir + "/v.sock", Server: true, Queues: 1}, 8, pump.NewPump(pumptest.NewNet(), nil), discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +122,7 @@ func TestAllowUIDStream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pump := NewPump(newFakeNet(), nil)
+	pump := pump.NewPump(pumptest.NewNet(), nil)
 	go s.Run(context.Background(), pump)
 	defer s.Close()
 	for range 3 {
@@ -174,7 +176,7 @@ func TestAllowUIDVhostUser(t *testing.T) {
 	dir := t.TempDir()
 	a := VhostUserAddr{Path: dir + "/v.sock", Server: true, Queues: 1,
 		Access: Access{AllowUID: OptionalID{uint32(os.Getuid() + 1), true}}}
-	v, err := ListenVhostUser(a, 8, NewPump(newFakeNet(), nil), discardLogger())
+	v, err := ListenVhostUser(a, 8, pump.NewPump(pumptest.NewNet(), nil), discardLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 )
 
 // capFrame is a frame of n bytes (at least 8) tagged with its direction
@@ -73,7 +74,7 @@ func TestCaptureFileRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sent [][]byte
-	sizes := []int{14, 60, 61, 1514, 9014, 65535, 65536, MaxFrame, 100}
+	sizes := []int{14, 60, 61, 1514, 9014, 65535, 65536, pump.MaxFrame, 100}
 	before := time.Now()
 	for b := range 50 {
 		var batch [][]byte

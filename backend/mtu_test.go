@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump/pumptest"
 )
 
 // twoUDPPorts returns two UDP ports free on 127.0.0.1 a moment ago.
@@ -110,7 +111,7 @@ func TestPortLogsAboveMTU(t *testing.T) {
 	const n = 40
 	var frames [][]byte
 	for i := range n {
-		frames = append(frames, frameN(i, 1500), frameN(i, 100))
+		frames = append(frames, pumptest.FrameN(i, 1500), pumptest.FrameN(i, 100))
 	}
 	if _, err := qemu.Write(encodeStream(frames...)); err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 )
 
 // DefaultBatch is the frames per batch in each direction when a port does
@@ -124,7 +125,7 @@ type Port struct {
 	cfg  PortConfig
 	tun  *l2tp.Tunnel
 	net  *captureNetwork // tun with an optional capture (portcapture.go)
-	pump *Pump
+	pump *pump.Pump
 	fe   frontEnd
 	log  *slog.Logger
 
@@ -148,7 +149,7 @@ func OpenPort(cfg PortConfig, log *slog.Logger) (*Port, error) {
 	cfg = offerMTU(cfg, tun, log)
 	p := &Port{cfg: cfg, tun: tun, log: log, done: make(chan struct{}), state: PortRunning}
 	p.net = newCaptureNetwork(tun)
-	p.pump = NewPump(p.net, func(n int) { tun.Stats().AddDrop(l2tp.DropVMDown, uint64(n)) })
+	p.pump = pump.NewPump(p.net, func(n int) { tun.Stats().AddDrop(l2tp.DropVMDown, uint64(n)) })
 	if p.fe, err = openFrontEnd(cfg, p.pump, log); err != nil {
 		tun.Close()
 		return nil, err
@@ -157,15 +158,15 @@ func OpenPort(cfg PortConfig, log *slog.Logger) (*Port, error) {
 }
 
 // openFrontEnd opens the front end the config names.
-func openFrontEnd(cfg PortConfig, pump *Pump, log *slog.Logger) (frontEnd, error) {
+func openFrontEnd(cfg PortConfig, pp *pump.Pump, log *slog.Logger) (frontEnd, error) {
 	if cfg.VhostUser != nil {
-		return ListenVhostUser(*cfg.VhostUser, cfg.Batch, pump, log)
+		return ListenVhostUser(*cfg.VhostUser, cfg.Batch, pp, log)
 	}
 	st, err := ListenStream(*cfg.Stream, cfg.Batch, log)
 	if err != nil {
 		return nil, err
 	}
-	return &streamFrontEnd{st, pump}, nil
+	return &streamFrontEnd{st, pp}, nil
 }
 
 // Start runs the port's goroutines: the network reader, the front end and
@@ -264,9 +265,9 @@ type PortStatus struct {
 	Session   l2tp.StatsSnapshot `json:"session"`
 	Capture   *CaptureStatus     `json:"capture,omitempty"` // a running capture
 
-	InnerMTU int            `json:"inner_mtu,omitempty"` // what the underlay MTU carries whole
-	Underlay *l2tp.Underlay `json:"underlay,omitempty"`  // the underlay MTU and its source
-	Ring     RingOccupancy  `json:"ring_occupancy"`      // frames held for the other side
+	InnerMTU int                `json:"inner_mtu,omitempty"` // what the underlay MTU carries whole
+	Underlay *l2tp.Underlay     `json:"underlay,omitempty"`  // the underlay MTU and its source
+	Ring     pump.RingOccupancy `json:"ring_occupancy"`      // frames held for the other side
 }
 
 // Status reports the port's state and counters.
@@ -322,7 +323,7 @@ func (f FrontEndStatus) String() string { return f.Kind + " " + f.Address + f.vh
 // streamFrontEnd runs a Stream through the port's pump.
 type streamFrontEnd struct {
 	*Stream
-	pump *Pump
+	pump *pump.Pump
 }
 
 // Run serves QEMU connections through the pump.

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 )
 
 // ErrCaptureActive is returned by StartCapture while the port is already
@@ -49,7 +51,7 @@ func (a *activeCapture) status() CaptureStatus {
 // after decapsulation (ToVM); frames from the VM before encapsulation,
 // which happens in place (ToNetwork).
 type captureNetwork struct {
-	Network
+	pump.Network
 	active atomic.Pointer[activeCapture]
 
 	mu     sync.Mutex // guards frames: WriteFrames may run on several queues
@@ -57,7 +59,7 @@ type captureNetwork struct {
 }
 
 // newCaptureNetwork wraps the network side of a port.
-func newCaptureNetwork(n Network) *captureNetwork {
+func newCaptureNetwork(n pump.Network) *captureNetwork {
 	return &captureNetwork{Network: n, frames: make([][]byte, 0, n.BatchSize())}
 }
 
@@ -138,4 +140,28 @@ func (p *Port) closeCapture() {
 	if p.net.active.Load() != nil {
 		p.StopCapture(nil)
 	}
+}
+
+// NewSender gives a queue pair its own sender of the captured network,
+// with the capture in front, so a capture sees every queue's frames.
+func (c *captureNetwork) NewSender() (pump.NetSender, error) {
+	s, err := pump.SenderOf(c.Network)
+	if err != nil {
+		return nil, err
+	}
+	return &captureSender{c: c, s: s}, nil
+}
+
+// captureSender is one queue pair's sender behind a port's capture.
+type captureSender struct {
+	c *captureNetwork
+	s pump.NetSender
+}
+
+// WriteFrames captures the batch, if a capture runs, then sends it.
+func (cs *captureSender) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
+	if a := cs.c.active.Load(); a != nil {
+		cs.c.capture(a.c, bufs, sizes, offset)
+	}
+	return cs.s.WriteFrames(bufs, sizes, offset)
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 )
 
 // stubNet hands out the same received batch on every ReadFrames and
@@ -29,7 +30,7 @@ func (s *stubNet) Headroom() int  { return 8 }
 func (s *stubNet) BatchSize() int { return 4 }
 
 // testPort is a Port with only what captures need.
-func testPort(n Network) *Port {
+func testPort(n pump.Network) *Port {
 	return &Port{cfg: PortConfig{Name: "cap"}, net: newCaptureNetwork(n), log: discardLogger()}
 }
 

@@ -12,6 +12,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,7 +32,7 @@ type FrameLengthError struct{ Length uint32 }
 
 // Error names the offending length and the accepted range.
 func (e *FrameLengthError) Error() string {
-	return fmt.Sprintf("stream: frame length %d outside %d..%d", e.Length, MinFrame, MaxFrame)
+	return fmt.Sprintf("stream: frame length %d outside %d..%d", e.Length, MinFrame, pump.MaxFrame)
 }
 
 // StreamStats counts what happens on a stream front end across its
@@ -139,7 +140,7 @@ func (s *StreamPort) parse(bufs [][]byte, sizes []int, offset int) (int, error) 
 	n := 0
 	for n < len(bufs) && s.w-s.r >= 4 {
 		length := binary.BigEndian.Uint32(s.rbuf[s.r:])
-		if length < MinFrame || length > MaxFrame {
+		if length < MinFrame || length > pump.MaxFrame {
 			if n > 0 {
 				break // hand over the good frames first
 			}
@@ -166,7 +167,7 @@ func (s *StreamPort) parse(bufs [][]byte, sizes []int, offset int) (int, error) 
 // fill reads more bytes from the VM, parking on the netpoller when none are
 // ready; a partial frame is moved to the front when room runs short.
 func (s *StreamPort) fill() error {
-	if s.r > 0 && len(s.rbuf)-s.w < MaxFrame+4 {
+	if s.r > 0 && len(s.rbuf)-s.w < pump.MaxFrame+4 {
 		s.w = copy(s.rbuf, s.rbuf[s.r:s.w])
 		s.r = 0
 	}

@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump/pumptest"
 )
 
 // socketPair returns two connected unix stream sockets as net.Conns.
@@ -34,16 +37,6 @@ func socketPair(t testing.TB) (*net.UnixConn, *net.UnixConn) {
 	return a, b
 }
 
-// frameN builds a recognisable frame of size n carrying the number i.
-func frameN(i, n int) []byte {
-	f := make([]byte, n)
-	for j := range f {
-		f[j] = byte(j)
-	}
-	binary.BigEndian.PutUint32(f[0:], uint32(i))
-	return f
-}
-
 // encodeStream renders frames in QEMU's stream framing.
 func encodeStream(frames ...[]byte) []byte {
 	var b bytes.Buffer
@@ -58,7 +51,7 @@ func encodeStream(frames ...[]byte) []byte {
 func newBufs(n, off int) ([][]byte, []int) {
 	bufs := make([][]byte, n)
 	for i := range bufs {
-		bufs[i] = make([]byte, off+MaxFrame)
+		bufs[i] = make([]byte, off+pump.MaxFrame)
 	}
 	return bufs, make([]int, n)
 }
@@ -69,7 +62,7 @@ func TestStreamReadSplitWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := [][]byte{frameN(0, 60), frameN(1, 1514), frameN(2, 14), frameN(3, 9018), frameN(4, MaxFrame)}
+	want := [][]byte{pumptest.FrameN(0, 60), pumptest.FrameN(1, 1514), pumptest.FrameN(2, 14), pumptest.FrameN(3, 9018), pumptest.FrameN(4, pump.MaxFrame)}
 	wire := encodeStream(want...)
 	go func() {
 		// Dribble the bytes in odd pieces, splitting length prefixes too.
@@ -98,11 +91,11 @@ func TestStreamReadSplitWrites(t *testing.T) {
 }
 
 func TestStreamBadLengthEndsConnection(t *testing.T) {
-	for _, bad := range []uint32{0, 13, MaxFrame + 1, 0xffffffff} {
+	for _, bad := range []uint32{0, 13, pump.MaxFrame + 1, 0xffffffff} {
 		qemu, side := socketPair(t)
 		stats := new(StreamStats)
 		port, _ := NewStreamPort(side, 8, stats)
-		good := encodeStream(frameN(7, 64))
+		good := encodeStream(pumptest.FrameN(7, 64))
 		var hdr [4]byte
 		binary.BigEndian.PutUint32(hdr[:], bad)
 		qemu.Write(append(good, hdr[:]...))
@@ -125,7 +118,7 @@ func TestStreamBadLengthEndsConnection(t *testing.T) {
 func TestStreamEOF(t *testing.T) {
 	qemu, side := socketPair(t)
 	port, _ := NewStreamPort(side, 8, nil)
-	qemu.Write(encodeStream(frameN(1, 100))[:50]) // half a frame, then hang up
+	qemu.Write(encodeStream(pumptest.FrameN(1, 100))[:50]) // half a frame, then hang up
 	qemu.Close()
 	bufs, sizes := newBufs(8, 0)
 	if _, err := port.ReadFrames(bufs, sizes, 0); !errors.Is(err, io.EOF) {
@@ -147,7 +140,7 @@ func TestStreamWriteWaitsForSlowVM(t *testing.T) {
 		frames := make([][]byte, 16)
 		for i := 0; i < count; i += 16 {
 			for j := range frames {
-				frames[j] = frameN(i+j, 100+(i+j)%1400)
+				frames[j] = pumptest.FrameN(i+j, 100+(i+j)%1400)
 			}
 			if err := port.WriteFrames(frames); err != nil {
 				done <- err
@@ -164,7 +157,7 @@ func TestStreamWriteWaitsForSlowVM(t *testing.T) {
 	}
 	got := readStreamFrames(t, qemu, count)
 	for i, f := range got {
-		if !bytes.Equal(f, frameN(i, 100+i%1400)) {
+		if !bytes.Equal(f, pumptest.FrameN(i, 100+i%1400)) {
 			t.Fatalf("frame %d differs", i)
 		}
 	}
@@ -198,7 +191,7 @@ func readStreamFrames(t testing.TB, c net.Conn, count int) [][]byte {
 func TestStreamNoAllocs(t *testing.T) {
 	qemu, side := socketPair(t)
 	port, _ := NewStreamPort(side, 4, nil)
-	frames := [][]byte{frameN(1, 64), frameN(2, 1500)}
+	frames := [][]byte{pumptest.FrameN(1, 64), pumptest.FrameN(2, 1500)}
 	sink := make([]byte, 1<<16)
 	bufs, sizes := newBufs(4, 16)
 	wire := encodeStream(frames...)
@@ -294,7 +287,7 @@ func benchStream(b *testing.B, size int) {
 	in, _ := NewStreamPort(side2, 32, nil)
 	frames := make([][]byte, 32)
 	for i := range frames {
-		frames[i] = frameN(i, size)
+		frames[i] = pumptest.FrameN(i, size)
 	}
 	wire := encodeStream(frames...)
 	sink := make([]byte, len(wire))

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 )
 
 // StreamAddr is where a -netdev stream front end meets QEMU.
@@ -182,7 +184,7 @@ func RemoveStaleSocket(path string) error {
 
 // Run serves QEMU connections through p until ctx ends, Close is called,
 // or the network side fails (that error is returned).
-func (s *Stream) Run(ctx context.Context, p *Pump) error {
+func (s *Stream) Run(ctx context.Context, p *pump.Pump) error {
 	stop := context.AfterFunc(ctx, func() { s.Close() })
 	defer stop()
 	for {
@@ -206,7 +208,7 @@ func (s *Stream) Run(ctx context.Context, p *Pump) error {
 		err = p.Serve(port)
 		s.setCurrent(nil)
 		switch {
-		case IsNetworkError(err):
+		case pump.IsNetworkError(err):
 			return err
 		case err == nil, errors.Is(err, io.EOF), errIsClosed(err):
 			if !s.isClosed() {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser"
 )
 
@@ -50,8 +51,8 @@ func ParseVhostUserAddr(spec string) (VhostUserAddr, error) {
 			a.Server, err = parseOnOff(val)
 		case "queues":
 			a.Queues, err = strconv.Atoi(val)
-			if err == nil && (a.Queues < 1 || a.Queues > MaxQueues) {
-				err = fmt.Errorf("must be 1..%d", MaxQueues)
+			if err == nil && (a.Queues < 1 || a.Queues > pump.MaxQueues) {
+				err = fmt.Errorf("must be 1..%d", pump.MaxQueues)
 			}
 		case "mtu":
 			a.MTU, err = strconv.Atoi(val)
@@ -85,7 +86,7 @@ func ParseVhostUserAddr(spec string) (VhostUserAddr, error) {
 // and forwards them through a Pump.
 type VhostUser struct {
 	srv    *vhostuser.Server
-	pump   *Pump
+	pump   *pump.Pump
 	log    *slog.Logger
 	addr   VhostUserAddr
 	active atomic.Int32 // queue pairs started and not yet stopped
@@ -95,11 +96,11 @@ type VhostUser struct {
 // ListenVhostUser opens the vhost-user socket (or prepares to dial it),
 // gives the pump a.Queues queue pairs, and attaches each started queue pair
 // to the pump.
-func ListenVhostUser(a VhostUserAddr, batch int, pump *Pump, log *slog.Logger) (*VhostUser, error) {
-	if err := pump.setQueues(max(a.Queues, 1)); err != nil {
+func ListenVhostUser(a VhostUserAddr, batch int, pp *pump.Pump, log *slog.Logger) (*VhostUser, error) {
+	if err := pp.SetQueues(max(a.Queues, 1)); err != nil {
 		return nil, fmt.Errorf("--vhost-user %s: %w", a.Path, err)
 	}
-	v := &VhostUser{pump: pump, log: log, addr: a}
+	v := &VhostUser{pump: pp, log: log, addr: a}
 	cfg := vhostuser.Config{Queues: a.Queues, MTU: a.MTU, NoOffload: a.NoOffload, BatchSize: batch, Logger: log}
 	var err error
 	if a.Server {
@@ -155,7 +156,7 @@ func (v *VhostUser) QueuePairStarted(i int, q *vhostuser.QueuePair) {
 	v.log.Info("VM queue pair started", "queue", i)
 	v.active.Add(1)
 	go func() {
-		if err := v.pump.ServeQueue(i, q); IsNetworkError(err) {
+		if err := v.pump.ServeQueue(i, q); pump.IsNetworkError(err) {
 			v.log.Error("network side failed", "queue", i, "err", err)
 		}
 	}()

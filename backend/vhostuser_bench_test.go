@@ -65,7 +65,7 @@ func newVhostRig(tb testing.TB, queues int) *vhostRig {
 	}
 	tb.Cleanup(r.g.Close)
 	for i := 0; i < 2000; i++ {
-		if s := r.port.pump.attached.Load(); s != nil && len(s.live) == queues {
+		if r.port.pump.Attached() == queues {
 			return r
 		}
 		time.Sleep(time.Millisecond)

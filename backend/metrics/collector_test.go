@@ -12,6 +12,7 @@ import (
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 )
 
 // fakePorts returns statuses whose counters grow with every scrape.
@@ -25,7 +26,7 @@ func fakePorts(n *atomic.Uint64) func() []backend.PortStatus {
 		s.AboveMTU = 10 * k
 		return []backend.PortStatus{
 			{Name: "vm1", SessionID: 32, State: backend.PortRunning, Uptime: 3, Session: s,
-				Ring: backend.RingOccupancy{ToVM: int64(k), ToNetwork: 64},
+				Ring: pump.RingOccupancy{ToVM: int64(k), ToNetwork: 64},
 				FrontEnd: backend.FrontEndStatus{Kind: "stream", Address: "unix:/x", Connected: true, Connections: 1,
 					Waits: k, WaitNanos: uint64(k) * 1e9}},
 			{Name: "vm2", SessionID: 33, State: backend.PortFailed, Error: "boom",

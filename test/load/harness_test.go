@@ -19,6 +19,7 @@ import (
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/test/guest"
 	"golang.org/x/sys/unix"
 )
@@ -240,7 +241,7 @@ func attachVM(t testing.TB, p *backend.Port, path string) *vmConn {
 // ends; fn must not keep the slice.
 func (v *vmConn) readLoop(fn func(frame []byte)) error {
 	r := bufio.NewReaderSize(v.c, 1<<20)
-	buf := make([]byte, backend.MaxFrame)
+	buf := make([]byte, pump.MaxFrame)
 	var hdr [4]byte
 	for {
 		if _, err := io.ReadFull(r, hdr[:]); err != nil {

@@ -1,4 +1,4 @@
-package backend
+package pump
 
 import (
 	"errors"
@@ -80,7 +80,7 @@ type queue struct {
 }
 
 // NewPump joins a network side to VM ports, one queue pair to begin with
-// (see ListenVhostUser for more). vmDown counts frames that arrive from the
+// (SetQueues for more). vmDown counts frames that arrive from the
 // network while no VM is attached or while the VM goes away (they have
 // nowhere to go); it may be nil.
 func NewPump(net Network, vmDown func(n int)) *Pump {
@@ -91,10 +91,10 @@ func NewPump(net Network, vmDown func(n int)) *Pump {
 		rx: newSteerer(net.BatchSize())}
 }
 
-// setQueues prepares n queue pairs, each with a network sender of its own
+// SetQueues prepares n queue pairs, each with a network sender of its own
 // (one socket, one descriptor per sender; see senders.go). It must be called
 // before any port is served.
-func (p *Pump) setQueues(n int) error {
+func (p *Pump) SetQueues(n int) error {
 	if n < 1 || n > MaxQueues {
 		return fmt.Errorf("queues=%d: must be 1..%d", n, MaxQueues)
 	}
@@ -116,6 +116,14 @@ func (p *Pump) setQueues(n int) error {
 
 // Queues is the number of queue pairs the pump serves.
 func (p *Pump) Queues() int { return len(p.queues) }
+
+// Attached is the number of queue pairs a VM port is attached to now.
+func (p *Pump) Attached() int {
+	if set := p.attached.Load(); set != nil {
+		return len(set.live)
+	}
+	return 0
+}
 
 // RunNetToVM reads the network side until it fails (net.ErrClosed after
 // the tunnel is closed) and hands each batch to the attached VM port or

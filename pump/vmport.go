@@ -1,8 +1,8 @@
-// Package backend is the VM side of l2tpv3-netdev and the pump that joins it
-// to the L2TPv3 side: the -netdev stream front end, the adapter for
-// vhost-user queue pairs, and forwarding with flush-on-peer-ready
-// backpressure in both directions.
-package backend
+// Package pump forwards frames between a port's VM side and its network
+// side with flush-on-peer-ready backpressure in both directions, steering
+// over queue pairs. It knows only the two interfaces below: front ends and
+// tunnels implement them, and the pump imports neither.
+package pump
 
 // VMPort is the VM side of one queue pair: a -netdev stream connection or a
 // vhost-user queue pair. One goroutine calls ReadFrames while another calls

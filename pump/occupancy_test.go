@@ -1,8 +1,10 @@
-package backend
+package pump
 
 import (
 	"testing"
 	"time"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump/pumptest"
 )
 
 // gatedQueue is a fakeQueue whose WriteFrames and DeliverFrames wait on
@@ -47,16 +49,16 @@ func batchOf(n int) [][]byte {
 // TestRingOccupancyToVM: while the VM cannot take frames the batch read
 // from the network is held and counted; it drops to 0 once delivered.
 func TestRingOccupancyToVM(t *testing.T) {
-	fn := newFakeNet()
-	defer close(fn.closed)
+	fn := pumptest.NewNet()
+	defer close(fn.Closed)
 	p := NewPump(fn, func(n int) { t.Errorf("%d frames counted vm_down", n) })
 	q := &gatedQueue{newFakeQueue(true), make(chan struct{})}
 	defer q.Close()
 	go p.RunNetToVM()
 	go p.Serve(q)
-	waitAttached(t, p)
+	pumptest.WaitAttached(t, p)
 	waitOccupancy(t, p, RingOccupancy{})
-	fn.in <- batchOf(5)
+	fn.In <- batchOf(5)
 	waitOccupancy(t, p, RingOccupancy{ToVM: 5})
 	close(q.gate)
 	waitOccupancy(t, p, RingOccupancy{})
@@ -69,14 +71,14 @@ func TestRingOccupancyToVM(t *testing.T) {
 // leaves the gauge as it is delivered, so a pair whose ring is full holds
 // only its own share.
 func TestRingOccupancyToVMSteered(t *testing.T) {
-	fn := newFakeNet()
-	defer close(fn.closed)
+	fn := pumptest.NewNet()
+	defer close(fn.Closed)
 	open := newFakeQueue(true)
 	full := &gatedQueue{newFakeQueue(true), make(chan struct{})}
 	defer open.Close()
 	defer full.Close()
 	p := NewPump(fn, func(n int) { t.Errorf("%d frames counted vm_down", n) })
-	if err := p.setQueues(2); err != nil {
+	if err := p.SetQueues(2); err != nil {
 		t.Fatal(err)
 	}
 	go p.ServeQueue(0, open)
@@ -98,7 +100,7 @@ func TestRingOccupancyToVMSteered(t *testing.T) {
 	if toFull == 0 || toFull == len(frames) {
 		t.Fatalf("%d of %d flows on pair 1: pick other frames", toFull, len(frames))
 	}
-	fn.in <- frames
+	fn.In <- frames
 	// Pair 0 comes first in the steering order and is served; pair 1 holds its share.
 	waitOccupancy(t, p, RingOccupancy{ToVM: int64(toFull)})
 	close(full.gate)
@@ -111,19 +113,19 @@ func TestRingOccupancyToVMSteered(t *testing.T) {
 // TestRingOccupancyToNetwork: while the socket is full the batch read from
 // the VM is held and counted; it drops to 0 once sent.
 func TestRingOccupancyToNetwork(t *testing.T) {
-	fn := newFakeNet()
-	fn.gate = make(chan struct{})
-	defer close(fn.closed)
+	fn := pumptest.NewNet()
+	fn.Gate = make(chan struct{})
+	defer close(fn.Closed)
 	p := NewPump(fn, nil)
 	q := newFakeQueue(true)
 	defer q.Close()
 	go p.Serve(q)
-	waitAttached(t, p)
+	pumptest.WaitAttached(t, p)
 	q.in <- batchOf(7)
 	waitOccupancy(t, p, RingOccupancy{ToNetwork: 7})
-	close(fn.gate)
+	close(fn.Gate)
 	waitOccupancy(t, p, RingOccupancy{})
-	if n := fn.sentCount(); n != 7 {
+	if n := fn.SentCount(); n != 7 {
 		t.Fatalf("network got %d frames, want 7", n)
 	}
 }

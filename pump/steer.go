@@ -1,4 +1,4 @@
-package backend
+package pump
 
 import "encoding/binary"
 

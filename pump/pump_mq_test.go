@@ -1,4 +1,4 @@
-package backend
+package pump
 
 import (
 	"bytes"
@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump/pumptest"
 )
 
 // fakeQueue is a VM port that is one queue pair of several: WriteFrames
@@ -85,10 +87,10 @@ func flowFrame(flow, seq int) []byte {
 }
 
 // startQueues attaches qs to a pump with len(qs) queue pairs.
-func startQueues(t *testing.T, fn *fakeNet, qs ...*fakeQueue) *Pump {
+func startQueues(t *testing.T, fn *pumptest.Net, qs ...*fakeQueue) *Pump {
 	t.Helper()
 	p := NewPump(fn, func(n int) { t.Errorf("%d frames counted vm_down", n) })
-	if err := p.setQueues(len(qs)); err != nil {
+	if err := p.SetQueues(len(qs)); err != nil {
 		t.Fatal(err)
 	}
 	for i, q := range qs {
@@ -107,8 +109,8 @@ func startQueues(t *testing.T, fn *fakeNet, qs ...*fakeQueue) *Pump {
 // TestPumpSteersFlows: with two enabled queue pairs every flow lands on one
 // pair, in order, and both pairs get flows; a disabled pair gets nothing.
 func TestPumpSteersFlows(t *testing.T) {
-	fn := newFakeNet()
-	defer close(fn.closed)
+	fn := pumptest.NewNet()
+	defer close(fn.Closed)
 	q0, q1, q2 := newFakeQueue(true), newFakeQueue(true), newFakeQueue(false)
 	p := startQueues(t, fn, q0, q1, q2)
 	go p.RunNetToVM()
@@ -118,7 +120,7 @@ func TestPumpSteersFlows(t *testing.T) {
 		for f := range batch {
 			batch[f] = flowFrame(f, s)
 		}
-		fn.in <- batch
+		fn.In <- batch
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for len(q0.received())+len(q1.received()) < flows*per && time.Now().Before(deadline) {
@@ -153,7 +155,7 @@ func TestPumpSteersFlows(t *testing.T) {
 // TestPumpDisabledPairFallsBack: a pair disabled between steering and
 // delivery hands its frames to another enabled pair; nothing is lost.
 func TestPumpDisabledPairFallsBack(t *testing.T) {
-	fn := newFakeNet()
+	fn := pumptest.NewNet()
 	q0, q1 := newFakeQueue(true), newFakeQueue(true)
 	p := startQueues(t, fn, q0, q1)
 	set := p.attached.Load()
@@ -163,20 +165,20 @@ func TestPumpDisabledPairFallsBack(t *testing.T) {
 	if len(q0.received()) != 3 || len(q1.received()) != 0 {
 		t.Fatalf("q0 got %d, q1 got %d", len(q0.received()), len(q1.received()))
 	}
-	close(fn.closed)
+	close(fn.Closed)
 }
 
 // TestPumpQueuesSendInParallel: each queue pair sends through a sender of
 // its own; a stalled pair does not hold the other one up.
 func TestPumpQueuesSendInParallel(t *testing.T) {
-	fn := &senderNet{fakeNet: newFakeNet()}
-	defer close(fn.closed)
+	fn := &senderNet{Net: pumptest.NewNet()}
+	defer close(fn.Closed)
 	q0, q1 := newFakeQueue(true), newFakeQueue(true)
 	p := NewPump(fn, nil)
-	if err := p.setQueues(2); err != nil {
+	if err := p.SetQueues(2); err != nil {
 		t.Fatal(err)
 	}
-	fn.senders[0].gate = make(chan struct{}) // pair 0's sender is stalled
+	fn.senders[0].Gate = make(chan struct{}) // pair 0's sender is stalled
 	go p.ServeQueue(0, q0)
 	go p.ServeQueue(1, q1)
 	q0.in <- [][]byte{flowFrame(0, 0)}
@@ -184,29 +186,29 @@ func TestPumpQueuesSendInParallel(t *testing.T) {
 		q1.in <- [][]byte{flowFrame(1, i)}
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for fn.senders[1].sentCount() < 10 && time.Now().Before(deadline) {
+	for fn.senders[1].SentCount() < 10 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if n := fn.senders[1].sentCount(); n != 10 {
+	if n := fn.senders[1].SentCount(); n != 10 {
 		t.Fatalf("pair 1 sent %d of 10 while pair 0 was stalled", n)
 	}
-	close(fn.senders[0].gate)
-	for fn.senders[0].sentCount() < 1 && time.Now().Before(deadline) {
+	close(fn.senders[0].Gate)
+	for fn.senders[0].SentCount() < 1 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if fn.senders[0].sentCount() != 1 || fn.sentCount() != 0 {
-		t.Fatalf("pair 0 sent %d; the shared WriteFrames %d", fn.senders[0].sentCount(), fn.sentCount())
+	if fn.senders[0].SentCount() != 1 || fn.SentCount() != 0 {
+		t.Fatalf("pair 0 sent %d; the shared WriteFrames %d", fn.senders[0].SentCount(), fn.SentCount())
 	}
 }
 
-// senderNet is a fakeNet that is also a SenderSource.
+// senderNet is a pumptest.Net that is also a SenderSource.
 type senderNet struct {
-	*fakeNet
-	senders []*fakeNet
+	*pumptest.Net
+	senders []*pumptest.Net
 }
 
 func (s *senderNet) NewSender() (NetSender, error) {
-	f := newFakeNet()
+	f := pumptest.NewNet()
 	s.senders = append(s.senders, f)
 	return f, nil
 }
@@ -214,8 +216,8 @@ func (s *senderNet) NewSender() (NetSender, error) {
 // TestPumpWithoutSendersSerialises: a network with no senders of its own
 // is shared by the queue pairs under one lock, and still gets everything.
 func TestPumpWithoutSendersSerialises(t *testing.T) {
-	fn := newFakeNet()
-	defer close(fn.closed)
+	fn := pumptest.NewNet()
+	defer close(fn.Closed)
 	q0, q1 := newFakeQueue(true), newFakeQueue(true)
 	startQueues(t, fn, q0, q1)
 	for i := range 20 {
@@ -223,11 +225,11 @@ func TestPumpWithoutSendersSerialises(t *testing.T) {
 		q1.in <- [][]byte{flowFrame(1, i)}
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for fn.sentCount() < 40 && time.Now().Before(deadline) {
+	for fn.SentCount() < 40 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
 	}
-	if fn.sentCount() != 40 {
-		t.Fatalf("sent %d of 40", fn.sentCount())
+	if fn.SentCount() != 40 {
+		t.Fatalf("sent %d of 40", fn.SentCount())
 	}
 }
 
@@ -258,8 +260,8 @@ func TestFlowHash(t *testing.T) {
 
 // TestSteerNoAllocs: spreading a batch over queue pairs allocates nothing.
 func TestSteerNoAllocs(t *testing.T) {
-	fn := newFakeNet()
-	defer close(fn.closed)
+	fn := pumptest.NewNet()
+	defer close(fn.Closed)
 	q0, q1 := newFakeQueue(true), newFakeQueue(true)
 	p := startQueues(t, fn, q0, q1)
 	set := p.attached.Load()
