@@ -3,7 +3,6 @@ package pump
 import (
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump/pumptest"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser"
 )
 
 // fakeQueue is a VM port that is one queue pair of several: WriteFrames
@@ -50,7 +50,7 @@ func (q *fakeQueue) WriteFrames(frames [][]byte) error {
 
 func (q *fakeQueue) DeliverFrames(frames [][]byte) (int, error) {
 	if !q.enabled.Load() {
-		return 0, errors.New("disabled")
+		return 0, vhostuser.ErrRXDisabled
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -96,14 +96,8 @@ func startQueues(t *testing.T, fn *pumptest.Net, qs ...*fakeQueue) *Pump {
 	for i, q := range qs {
 		go p.ServeQueue(i, q)
 	}
-	for i := 0; i < 1000; i++ {
-		if s := p.attached.Load(); s != nil && len(s.live) == len(qs) {
-			return p
-		}
-		time.Sleep(time.Millisecond)
-	}
-	t.Fatal("queues never attached")
-	return nil
+	waitLive(t, p, len(qs))
+	return p
 }
 
 // TestPumpSteersFlows: with two enabled queue pairs every flow lands on one
@@ -166,6 +160,58 @@ func TestPumpDisabledPairFallsBack(t *testing.T) {
 		t.Fatalf("q0 got %d, q1 got %d", len(q0.received()), len(q1.received()))
 	}
 	close(fn.Closed)
+}
+
+// flappingQueue is a fakeQueue whose guest disables the RX ring just before
+// a delivery and enables it again right after DeliverFrames returned.
+type flappingQueue struct {
+	*fakeQueue
+	closed atomic.Bool
+}
+
+func (q *flappingQueue) DeliverFrames(frames [][]byte) (int, error) {
+	q.enabled.Store(false)
+	n, err := q.fakeQueue.DeliverFrames(frames)
+	q.enabled.Store(true)
+	return n, err
+}
+
+func (q *flappingQueue) Close() error { q.closed.Store(true); return q.fakeQueue.Close() }
+
+// TestPumpDisableReenableRace: a pair whose ring was disabled for the
+// delivery but is enabled again when the steerer looks is not dead: its
+// frames go to another pair, it is not closed, nothing counts vm_down.
+func TestPumpDisableReenableRace(t *testing.T) {
+	fn := pumptest.NewNet()
+	defer close(fn.Closed)
+	q0, q1 := newFakeQueue(true), &flappingQueue{fakeQueue: newFakeQueue(true)}
+	p := NewPump(fn, func(n int) { t.Errorf("%d frames counted vm_down", n) })
+	if err := p.SetQueues(2); err != nil {
+		t.Fatal(err)
+	}
+	go p.ServeQueue(0, q0)
+	go p.ServeQueue(1, q1)
+	waitLive(t, p, 2)
+	frames := [][]byte{flowFrame(1, 0), flowFrame(2, 0), flowFrame(3, 0)}
+	p.rx.deliverSteered(p, p.attached.Load(), 1, frames)
+	if q1.closed.Load() {
+		t.Fatal("a live queue pair was closed")
+	}
+	if len(q0.received()) != 3 {
+		t.Fatalf("the other pair got %d of 3 frames", len(q0.received()))
+	}
+}
+
+// waitLive waits until n queue pairs are attached to p.
+func waitLive(t *testing.T, p *Pump, n int) {
+	t.Helper()
+	for range 1000 {
+		if s := p.attached.Load(); s != nil && len(s.live) == n {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatal("queues never attached")
 }
 
 // TestPumpQueuesSendInParallel: each queue pair sends through a sender of

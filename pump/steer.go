@@ -1,6 +1,11 @@
 package pump
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"errors"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser"
+)
 
 // rxQueue is a VM port that is one of several queue pairs the front end may
 // enable and disable (a vhost-user queue pair of a multiqueue NIC). Frames
@@ -9,7 +14,8 @@ type rxQueue interface {
 	// RXEnabled reports whether the front end has the RX ring enabled.
 	RXEnabled() bool
 	// DeliverFrames is WriteFrames that, instead of waiting while the RX
-	// ring is disabled, returns the frames delivered so far and an error.
+	// ring is disabled, returns the frames delivered so far and
+	// vhostuser.ErrRXDisabled; any other error means the port is gone.
 	DeliverFrames(frames [][]byte) (int, error)
 }
 
@@ -85,7 +91,10 @@ func (s *steerer) deliverSteered(p *Pump, set *portSet, q int, frames [][]byte) 
 		if err == nil {
 			return
 		}
-		if r.RXEnabled() { // not disabled: the VM went away
+		// Decide on the error, not on the ring's state now: the guest may
+		// have enabled the ring again since, and that does not make the
+		// port dead.
+		if !errors.Is(err, vhostuser.ErrRXDisabled) { // the VM went away
 			set.ports[q].port.Close()
 			p.vmDown(len(frames))
 			return
