@@ -282,6 +282,7 @@ func (v *vring) start(acked uint64) {
 	v.availIdx = v.lastAvail
 	v.usedFlags = 0
 	v.publishUsed()
+	v.signalStart()
 	v.tx.tsoNext = 0
 	if !v.isRX() && cap(v.tx.spans) < 2*int(v.num) {
 		v.tx.spans = make([]span, 0, 2*v.num)
@@ -294,6 +295,26 @@ func (v *vring) start(acked uint64) {
 			v.segs = make([]seg, maxSegs)
 		}
 	}
+}
+
+// signalStart notifies the guest when a ring (re)starts or gets a new call fd, as
+// libvhost-user and passt do: a previous back end may have published used entries and died
+// before signalling, and the guest would wait for that signal forever. A spurious
+// notification only makes the driver look at its used ring.
+func (v *vring) signalStart() {
+	if v.call != nil && v.started {
+		v.call.signal()
+		v.stats.notifies.Add(1)
+	}
+}
+
+// setCall installs the call fd (SET_VRING_CALL) and signals it on a started ring; it
+// returns the one it replaces, for the caller to close.
+func (v *vring) setCall(e *eventFile) *eventFile {
+	old := v.call
+	v.call = e
+	v.signalStart()
+	return old
 }
 
 // setEnabled enables or disables the ring (SET_VRING_ENABLE); called under v.mu.

@@ -133,15 +133,15 @@ func (s *session) setVringKick(m *message) ([]byte, error) {
 	return nil, nil
 }
 
-// setVringCall installs (or, without an fd, removes) the fd used to notify the guest.
+// setVringCall installs (or, without an fd, removes) the fd used to notify the guest, and
+// signals it once on a started ring (see signalStart).
 func (s *session) setVringCall(m *message) ([]byte, error) {
 	v, e, err := s.vringFile(reqSetVringCall, m)
 	if err != nil {
 		return nil, err
 	}
 	v.mu.Lock()
-	old := v.call
-	v.call = e
+	old := v.setCall(e)
 	v.mu.Unlock()
 	old.close()
 	return nil, nil
