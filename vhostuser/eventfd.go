@@ -2,6 +2,7 @@ package vhostuser
 
 import (
 	"errors"
+	"io"
 	"os"
 	"syscall"
 	"time"
@@ -54,13 +55,17 @@ func newEventFile(fd int, name string) (*eventFile, error) {
 }
 
 // doRead consumes the eventfd counter; returning false parks the goroutine until readable.
+// A read of 0 bytes is a pipe whose writer is gone: io.EOF, never a kick.
 func (e *eventFile) doRead(fd uintptr) bool {
-	_, err := unix.Read(int(fd), e.rbuf[:])
+	n, err := unix.Read(int(fd), e.rbuf[:])
 	for err == unix.EINTR {
-		_, err = unix.Read(int(fd), e.rbuf[:])
+		n, err = unix.Read(int(fd), e.rbuf[:])
 	}
 	if err == unix.EAGAIN {
 		return false
+	}
+	if err == nil && n == 0 {
+		err = io.EOF
 	}
 	e.rerr = err
 	return true

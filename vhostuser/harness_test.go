@@ -296,3 +296,12 @@ type portShape interface {
 }
 
 var _ portShape = (*QueuePair)(nil)
+
+// cpuTime returns the user+system CPU time this process has used so far.
+func cpuTime(t testing.TB) time.Duration {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

@@ -3,6 +3,7 @@ package vhostuser
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync/atomic"
@@ -12,8 +13,11 @@ import (
 // errQueueClosed is returned once a queue pair is stopped or closed.
 var errQueueClosed = fmt.Errorf("vhostuser: queue pair stopped: %w", net.ErrClosed)
 
-// errKickFD stops a ring whose kick fd cannot be waited on.
-var errKickFD = violation("kick eventfd unusable")
+// Kick fd failures: each stops the ring it was found on.
+var (
+	errKickFD  = violation("kick eventfd unusable")
+	errKickEOF = violation("kick fd at end of file (a pipe whose writer is gone)")
+)
 
 // pollInterval is how often a ring whose front end sent no kick fd (polling mode) is looked at.
 const pollInterval = time.Millisecond
@@ -274,7 +278,11 @@ func (v *vring) park(kick *eventFile) bool {
 	}
 	v.mu.Lock()
 	if v.kick == kick && v.started {
-		v.fail(errKickFD)
+		if errors.Is(err, io.EOF) {
+			v.fail(errKickEOF)
+		} else {
+			v.fail(errKickFD)
+		}
 	}
 	v.mu.Unlock()
 	return false
