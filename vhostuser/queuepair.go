@@ -157,6 +157,12 @@ func (q *QueuePair) ReadFrames(bufs [][]byte, sizes []int, offset int) (int, err
 			}
 			return 0, err
 		}
+		if v.lastAvail != v.availIdx {
+			// popTX stopped at its limit with chains left (all dropped or discarded):
+			// let the control goroutine in, then go on without sleeping.
+			v.mu.Unlock()
+			continue
+		}
 		kick, more := v.prepareSleep(true)
 		v.mu.Unlock()
 		if !more {

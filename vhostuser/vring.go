@@ -234,10 +234,13 @@ func (v *vring) notify() {
 
 // enableNotify asks the guest to kick on its next buffer (avail_event with EVENT_IDX, the
 // NO_NOTIFY flag otherwise), fences, and re-reads avail->idx so that a buffer published
-// meanwhile is seen now instead of never kicked. It reports whether work is pending.
+// meanwhile is seen now instead of never kicked. It reports whether avail->idx moved since
+// the worker last read it, as the kernel's vhost_enable_notify does: buffers the worker has
+// already seen and found too few (an RX frame that needs more) are no reason to stay awake.
 func (v *vring) enableNotify() (bool, error) {
+	seen := v.availIdx
 	if v.eventIdx {
-		store16Fence(v.used, 4+8*int(v.num), v.availIdx)
+		store16Fence(v.used, 4+8*int(v.num), seen)
 	} else {
 		v.usedFlags &^= usedFNoNotify
 		v.publishUsed()
@@ -245,7 +248,7 @@ func (v *vring) enableNotify() (bool, error) {
 	if err := v.refreshAvail(); err != nil {
 		return false, err
 	}
-	return v.availIdx != v.lastAvail, nil
+	return v.availIdx != seen, nil
 }
 
 // disableNotify tells a driver without EVENT_IDX to stop kicking while the worker is busy;
