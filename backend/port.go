@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/capture"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 )
@@ -124,7 +125,7 @@ type frontEnd interface {
 type Port struct {
 	cfg  PortConfig
 	tun  *l2tp.Tunnel
-	net  *captureNetwork // tun with an optional capture (portcapture.go)
+	net  *capture.Tap // tun with an optional capture (portcapture.go)
 	pump *pump.Pump
 	fe   frontEnd
 	log  *slog.Logger
@@ -148,7 +149,7 @@ func OpenPort(cfg PortConfig, log *slog.Logger) (*Port, error) {
 	}
 	cfg = offerMTU(cfg, tun, log)
 	p := &Port{cfg: cfg, tun: tun, log: log, done: make(chan struct{}), state: PortRunning}
-	p.net = newCaptureNetwork(tun)
+	p.net = capture.NewTap(tun)
 	p.pump = pump.NewPump(p.net, func(n int) { tun.Stats().AddDrop(l2tp.DropVMDown, uint64(n)) })
 	if p.fe, err = openFrontEnd(cfg, p.pump, log); err != nil {
 		tun.Close()
@@ -263,7 +264,7 @@ type PortStatus struct {
 	Local     string             `json:"local"`
 	Peer      string             `json:"peer"`
 	Session   l2tp.StatsSnapshot `json:"session"`
-	Capture   *CaptureStatus     `json:"capture,omitempty"` // a running capture
+	Capture   *capture.Status    `json:"capture,omitempty"` // a running capture
 
 	InnerMTU int                `json:"inner_mtu,omitempty"` // what the underlay MTU carries whole
 	Underlay *l2tp.Underlay     `json:"underlay,omitempty"`  // the underlay MTU and its source

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/capture"
 )
 
 // CaptureRequest is the body of POST /v1/ports/{name}/capture.
@@ -48,22 +49,22 @@ func (s *Server) startCapture(w http.ResponseWriter, r *http.Request) {
 
 // StartFileCapture captures port p into path; on failure it returns the
 // HTTP status that fits (409: already captured or file exists).
-func StartFileCapture(p *backend.Port, path string, overwrite bool) (backend.CaptureStatus, int, error) {
+func StartFileCapture(p *backend.Port, path string, overwrite bool) (capture.Status, int, error) {
 	if p.CaptureStatus() != nil {
-		return backend.CaptureStatus{}, http.StatusConflict, fmt.Errorf("port %s: %w", p.Name(), backend.ErrCaptureActive)
+		return capture.Status{}, http.StatusConflict, fmt.Errorf("port %s: %w", p.Name(), capture.ErrActive)
 	}
-	c, err := backend.StartCapture(path, backend.CaptureOptions{Overwrite: overwrite})
+	c, err := capture.Create(path, capture.Options{Overwrite: overwrite})
 	if err != nil {
 		code := http.StatusBadRequest
 		if errors.Is(err, os.ErrExist) {
 			code = http.StatusConflict
 		}
-		return backend.CaptureStatus{}, code, fmt.Errorf("port %s: %w", p.Name(), err)
+		return capture.Status{}, code, fmt.Errorf("port %s: %w", p.Name(), err)
 	}
 	if err := p.StartCapture(c, path); err != nil {
 		c.Close()
 		os.Remove(path)
-		return backend.CaptureStatus{}, http.StatusConflict, err
+		return capture.Status{}, http.StatusConflict, err
 	}
 	return *p.CaptureStatus(), 0, nil
 }
@@ -77,7 +78,7 @@ func (s *Server) stopCapture(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, err := p.StopCapture(nil)
-	if errors.Is(err, backend.ErrNoCapture) {
+	if errors.Is(err, capture.ErrNotActive) {
 		writeError(w, http.StatusNotFound, err)
 		return
 	}
@@ -99,12 +100,12 @@ func (s *Server) streamCapture(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if p.CaptureStatus() != nil {
-		writeError(w, http.StatusConflict, fmt.Errorf("port %s: %w", p.Name(), backend.ErrCaptureActive))
+		writeError(w, http.StatusConflict, fmt.Errorf("port %s: %w", p.Name(), capture.ErrActive))
 		return
 	}
 	w.Header().Set("Content-Type", "application/vnd.tcpdump.pcap")
 	w.Header().Set("Content-Disposition", fmt.Sprintf("attachment; filename=%q", p.Name()+".pcap"))
-	c, err := backend.NewCapture(w, backend.CaptureOptions{})
+	c, err := capture.New(w, capture.Options{})
 	if err != nil {
 		return // the client is gone before the header went out
 	}

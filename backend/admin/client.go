@@ -12,6 +12,7 @@ import (
 	"net/url"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/capture"
 )
 
 // Client talks to a daemon's admin socket.
@@ -82,14 +83,14 @@ func (c *Client) RemovePort(ctx context.Context, name string) (backend.PortStatu
 }
 
 // StartCapture makes the daemon write a port's frames to a pcap file.
-func (c *Client) StartCapture(ctx context.Context, name string, req CaptureRequest) (backend.CaptureStatus, error) {
-	var out backend.CaptureStatus
+func (c *Client) StartCapture(ctx context.Context, name string, req CaptureRequest) (capture.Status, error) {
+	var out capture.Status
 	return out, c.do(ctx, http.MethodPost, portPath(name)+"/capture", req, &out)
 }
 
 // StopCapture ends a port's capture and returns its final counters.
-func (c *Client) StopCapture(ctx context.Context, name string) (backend.CaptureStatus, error) {
-	var out backend.CaptureStatus
+func (c *Client) StopCapture(ctx context.Context, name string) (capture.Status, error) {
+	var out capture.Status
 	return out, c.do(ctx, http.MethodDelete, portPath(name)+"/capture", nil, &out)
 }
 

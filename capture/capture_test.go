@@ -1,4 +1,4 @@
-package backend
+package capture
 
 import (
 	"bytes"
@@ -45,7 +45,7 @@ func readCapture(t *testing.T, r io.Reader) []capRecord {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pr.LinkType() != layers.LinkTypeEthernet || pr.Snaplen() != CaptureSnapLen || pr.Resolution().ToDuration() != time.Nanosecond {
+	if pr.LinkType() != layers.LinkTypeEthernet || pr.Snaplen() != SnapLen || pr.Resolution().ToDuration() != time.Nanosecond {
 		t.Fatalf("header: link %v snaplen %d resolution %v", pr.LinkType(), pr.Snaplen(), pr.Resolution())
 	}
 	var recs []capRecord
@@ -69,7 +69,7 @@ func readCapture(t *testing.T, r io.Reader) []capRecord {
 // length with their length kept.
 func TestCaptureFileRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "port0.pcap")
-	c, err := StartCapture(path, CaptureOptions{})
+	c, err := Create(path, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func checkRecords(t *testing.T, recs []capRecord, sent [][]byte, before time.Tim
 	}
 	last := before
 	for i, r := range recs {
-		want := sent[i][:min(len(sent[i]), CaptureSnapLen)]
+		want := sent[i][:min(len(sent[i]), SnapLen)]
 		if !bytes.Equal(r.data, want) || r.orig != len(sent[i]) {
 			t.Fatalf("frame %d: %d/%d bytes, want %d/%d", i, len(r.data), r.orig, len(want), len(sent[i]))
 		}
@@ -128,7 +128,7 @@ func checkRecords(t *testing.T, recs []capRecord, sent [][]byte, before time.Tim
 func sumCaptured(frames [][]byte) uint64 {
 	var n uint64
 	for _, f := range frames {
-		n += uint64(min(len(f), CaptureSnapLen))
+		n += uint64(min(len(f), SnapLen))
 	}
 	return n
 }
@@ -138,7 +138,7 @@ func sumCaptured(frames [][]byte) uint64 {
 // order, each direction in its own order.
 func TestCaptureMergeOrder(t *testing.T) {
 	var out bytes.Buffer
-	c, err := NewCapture(&out, CaptureOptions{QueueBytes: 64 << 20})
+	c, err := New(&out, Options{QueueBytes: 64 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,13 +168,13 @@ func TestCaptureFileRefusals(t *testing.T) {
 	if err := os.WriteFile(path, []byte("keep me"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := StartCapture(path, CaptureOptions{}); !errors.Is(err, fs.ErrExist) || !strings.Contains(err.Error(), path) {
+	if _, err := Create(path, Options{}); !errors.Is(err, fs.ErrExist) || !strings.Contains(err.Error(), path) {
 		t.Fatalf("existing file: %v", err)
 	}
 	if b, _ := os.ReadFile(path); string(b) != "keep me" {
 		t.Fatal("existing file changed")
 	}
-	c, err := StartCapture(path, CaptureOptions{Overwrite: true})
+	c, err := Create(path, Options{Overwrite: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestCaptureFileRefusals(t *testing.T) {
 		t.Fatalf("overwritten file: mode %v size %d", st.Mode(), st.Size())
 	}
 	bad := filepath.Join(t.TempDir(), "no", "such", "dir.pcap")
-	if _, err := StartCapture(bad, CaptureOptions{}); err == nil || !strings.Contains(err.Error(), bad) {
+	if _, err := Create(bad, Options{}); err == nil || !strings.Contains(err.Error(), bad) {
 		t.Fatalf("missing directory: %v", err)
 	}
 }
@@ -230,7 +230,7 @@ func (g *gateWriter) Write(p []byte) (int, error) {
 // everything counted as captured is in the stream, in order.
 func TestCaptureFullQueueDrops(t *testing.T) {
 	g := newGateWriter()
-	c, err := NewCapture(g, CaptureOptions{QueueBytes: 256 << 10})
+	c, err := New(g, Options{QueueBytes: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +298,7 @@ func checkSubsequence(t *testing.T, recs []capRecord, dir Direction, sent int) i
 // in order, and the counts add up.
 func TestCaptureConcurrentDirections(t *testing.T) {
 	var out bytes.Buffer
-	c, err := NewCapture(&out, CaptureOptions{})
+	c, err := New(&out, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +351,7 @@ func (w *errWriter) Write(p []byte) (int, error) {
 // TestCaptureWriteError checks that a failing destination stops the
 // capture (Err, Close) and that frames are dropped, not queued, after it.
 func TestCaptureWriteError(t *testing.T) {
-	c, err := NewCapture(&errWriter{n: 24 + 16 + 60}, CaptureOptions{})
+	c, err := New(&errWriter{n: 24 + 16 + 60}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +372,7 @@ func TestCaptureWriteError(t *testing.T) {
 	if s := c.Stats(); s.Captured+s.Dropped != 6 || s.Dropped < 3 {
 		t.Fatalf("stats %+v", s)
 	}
-	if _, err := NewCapture(&errWriter{n: 10}, CaptureOptions{}); err == nil {
+	if _, err := New(&errWriter{n: 10}, Options{}); err == nil {
 		t.Fatal("NewCapture: file header write error not reported")
 	}
 }
@@ -380,7 +380,7 @@ func TestCaptureWriteError(t *testing.T) {
 // TestCaptureAfterClose checks that Frames after Close is a counted drop,
 // that Close is idempotent, and that the writer goroutine is gone.
 func TestCaptureAfterClose(t *testing.T) {
-	c, err := NewCapture(io.Discard, CaptureOptions{})
+	c, err := New(io.Discard, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -397,7 +397,7 @@ func TestCaptureAfterClose(t *testing.T) {
 	default:
 		t.Fatal("writer goroutine still running after Close")
 	}
-	if s := c.Stats(); s != (CaptureStats{Dropped: 1}) {
+	if s := c.Stats(); s != (Stats{Dropped: 1}) {
 		t.Fatalf("stats %+v", s)
 	}
 }
@@ -406,7 +406,7 @@ func TestCaptureAfterClose(t *testing.T) {
 // many times over, so every wrap case (marker, short tail) is crossed.
 func TestCaptureRingWrap(t *testing.T) {
 	var out bytes.Buffer
-	c, err := NewCapture(&out, CaptureOptions{QueueBytes: minCaptureQueue})
+	c, err := New(&out, Options{QueueBytes: minCaptureQueue})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,7 +463,7 @@ func TestCaptureRingEdges(t *testing.T) {
 // state (the writer goroutine included: AllocsPerRun counts every
 // goroutine's allocations).
 func TestCaptureFramesAllocs(t *testing.T) {
-	c, err := NewCapture(io.Discard, CaptureOptions{})
+	c, err := New(io.Discard, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,7 +495,7 @@ func BenchmarkCaptureFrames(b *testing.B) {
 		batch[i] = capFrame(ToNetwork, i, 1514)
 	}
 	b.Run("drain", func(b *testing.B) {
-		c, err := NewCapture(io.Discard, CaptureOptions{})
+		c, err := New(io.Discard, Options{})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -507,7 +507,7 @@ func BenchmarkCaptureFrames(b *testing.B) {
 	})
 	b.Run("full", func(b *testing.B) {
 		g := newGateWriter()
-		c, err := NewCapture(g, CaptureOptions{})
+		c, err := New(g, Options{})
 		if err != nil {
 			b.Fatal(err)
 		}

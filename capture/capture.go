@@ -1,4 +1,4 @@
-package backend
+package capture
 
 import (
 	"bufio"
@@ -16,14 +16,14 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
-// CaptureSnapLen is the most bytes of a frame a capture keeps; longer
+// SnapLen is the most bytes of a frame a capture keeps; longer
 // (jumbo) frames are cut, their original length recorded.
-const CaptureSnapLen = 65535
+const SnapLen = 65535
 
 const (
-	// DefaultCaptureQueue is the memory, both directions together, for
+	// DefaultQueue is the memory, both directions together, for
 	// frames captured but not yet written.
-	DefaultCaptureQueue = 4 << 20
+	DefaultQueue = 4 << 20
 	// minCaptureQueue keeps room for two largest records per direction.
 	minCaptureQueue = 256 << 10
 	// captureBufSize is the bufio.Writer in front of the destination.
@@ -57,23 +57,23 @@ func (d Direction) String() string {
 	return fmt.Sprintf("direction(%d)", uint8(d))
 }
 
-// CaptureOptions tunes a capture; the zero value is the default.
-type CaptureOptions struct {
-	// Overwrite lets StartCapture truncate an existing file (which then
+// Options tunes a capture; the zero value is the default.
+type Options struct {
+	// Overwrite lets Create truncate an existing file (which then
 	// gets mode 0600); by default an existing file is refused.
 	Overwrite bool
 	// QueueBytes is the memory for frames not yet written, split evenly
 	// between the two directions; each half is rounded up to a power of
-	// two. Default DefaultCaptureQueue, at least 256 KiB.
+	// two. Default DefaultQueue, at least 256 KiB.
 	QueueBytes int
 }
 
-// CaptureStats counts a capture's frames. Once Close has returned,
+// Stats counts a capture's frames. Once Close has returned,
 // Captured + Dropped is every frame Frames was given.
-type CaptureStats struct {
+type Stats struct {
 	Captured uint64 // frames written (to the buffer: after a write error, its last contents may be missing)
 	Dropped  uint64 // frames not captured: queue full, closed, or write failed
-	Bytes    uint64 // frame bytes written (after the cut to CaptureSnapLen)
+	Bytes    uint64 // frame bytes written (after the cut to SnapLen)
 }
 
 // Capture writes the frames that pass through a port, both directions, to
@@ -83,7 +83,7 @@ type CaptureStats struct {
 // bufio.Writer, and flushes whenever the queues run empty. Frames may be
 // called from any goroutines; the two directions share no lock.
 type Capture struct {
-	name   string // the file, for errors; "" for NewCapture
+	name   string // the file, for errors; "" for New
 	rings  [2]captureRing
 	wake   chan struct{} // capacity 1: frames were queued
 	done   chan struct{} // closed by Close: drain and stop
@@ -119,9 +119,9 @@ type captureRing struct {
 	_       cpu.CacheLinePad
 }
 
-// StartCapture creates path (mode 0600; an existing file is refused unless
+// Create creates path (mode 0600; an existing file is refused unless
 // opts.Overwrite) and starts capturing into it.
-func StartCapture(path string, opts CaptureOptions) (*Capture, error) {
+func Create(path string, opts Options) (*Capture, error) {
 	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
 	if opts.Overwrite {
 		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
@@ -143,19 +143,19 @@ func StartCapture(path string, opts CaptureOptions) (*Capture, error) {
 	return c, nil
 }
 
-// NewCapture starts capturing into w (an HTTP response, a pipe). The pcap
+// New starts capturing into w (an HTTP response, a pipe). The pcap
 // file header is written, and flushed, before it returns. If w has a
 // Flush() error or Flush() method, it is called after each flush of the
 // buffer. Close does not close w.
-func NewCapture(w io.Writer, opts CaptureOptions) (*Capture, error) {
+func New(w io.Writer, opts Options) (*Capture, error) {
 	return newCapture(w, "", opts)
 }
 
 // newCapture writes the file header and starts the writer goroutine.
-func newCapture(w io.Writer, name string, opts CaptureOptions) (*Capture, error) {
+func newCapture(w io.Writer, name string, opts Options) (*Capture, error) {
 	size := opts.QueueBytes
 	if size == 0 {
-		size = DefaultCaptureQueue
+		size = DefaultQueue
 	}
 	size = max(size, minCaptureQueue) / 2
 	c := &Capture{
@@ -170,7 +170,7 @@ func newCapture(w io.Writer, name string, opts CaptureOptions) (*Capture, error)
 		c.rings[i].init(size)
 	}
 	c.pw = pcapgo.NewWriterNanos(c.bw)
-	if err := c.pw.WriteFileHeader(CaptureSnapLen, layers.LinkTypeEthernet); err != nil {
+	if err := c.pw.WriteFileHeader(SnapLen, layers.LinkTypeEthernet); err != nil {
 		return nil, c.wrap(err)
 	}
 	if err := c.flushAll(); err != nil {
@@ -230,8 +230,8 @@ func (c *Capture) notify() {
 }
 
 // Stats returns the counters so far.
-func (c *Capture) Stats() CaptureStats {
-	return CaptureStats{
+func (c *Capture) Stats() Stats {
+	return Stats{
 		Captured: c.captured.Load(),
 		Dropped:  c.rings[0].dropped.Load() + c.rings[1].dropped.Load(),
 		Bytes:    c.bytes.Load(),
@@ -249,7 +249,7 @@ func (c *Capture) Err() error {
 
 // Close stops queuing (later Frames calls count as dropped), waits for
 // the writer to write what is queued, flushes, and closes the file
-// StartCapture opened. It returns the first write, flush or close error;
+// Create opened. It returns the first write, flush or close error;
 // it is idempotent. With a destination that blocks, Close blocks too.
 func (c *Capture) Close() error {
 	c.closeOnce.Do(func() {
@@ -395,7 +395,7 @@ func (r *captureRing) put(ts int64, frames [][]byte) bool {
 // append copies one record at *tail if *free allows, wrapping to the
 // ring's start (after a wrap marker) when the record would cross its end.
 func (r *captureRing) append(tail, free *uint64, ts int64, f []byte) bool {
-	n := min(len(f), CaptureSnapLen)
+	n := min(len(f), SnapLen)
 	need := recLen(n)
 	pos := *tail & r.mask
 	toEnd := uint64(len(r.buf)) - pos

@@ -1,4 +1,4 @@
-package backend
+package capture
 
 import (
 	"bytes"
@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/gopacket/gopacket/pcapgo"
-	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 )
 
 // stubNet hands out the same received batch on every ReadFrames and
@@ -29,11 +28,6 @@ func (s *stubNet) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
 func (s *stubNet) Headroom() int  { return 8 }
 func (s *stubNet) BatchSize() int { return 4 }
 
-// testPort is a Port with only what captures need.
-func testPort(n pump.Network) *Port {
-	return &Port{cfg: PortConfig{Name: "cap"}, net: newCaptureNetwork(n), log: discardLogger()}
-}
-
 // frameOf returns an Ethernet-sized frame starting with b.
 func frameOf(b byte) []byte {
 	f := make([]byte, 60)
@@ -46,34 +40,34 @@ func frameOf(b byte) []byte {
 // returns the counts, and the pcap holds both directions in order.
 func TestPortCaptureBothDirections(t *testing.T) {
 	stub := &stubNet{rx: [][]byte{frameOf(1), frameOf(2)}}
-	p := testPort(stub)
+	p := NewTap(stub)
 	var out bytes.Buffer
-	c, err := NewCapture(&out, CaptureOptions{})
+	c, err := New(&out, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := p.StartCapture(c, "buffer"); err != nil {
+	if err := p.Start(c, "buffer"); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.StartCapture(c, "again"); !errors.Is(err, ErrCaptureActive) {
+	if err := p.Start(c, "again"); !errors.Is(err, ErrActive) {
 		t.Fatalf("second capture: %v", err)
 	}
 	frames := make([][]byte, 4)
-	if n, _ := p.net.ReadFrames(frames); n != 2 {
+	if n, _ := p.ReadFrames(frames); n != 2 {
 		t.Fatalf("read %d", n)
 	}
 	bufs := [][]byte{append(make([]byte, 8), frameOf(3)...)}
-	if err := p.net.WriteFrames(bufs, []int{60}, 8); err != nil || stub.sent != 1 {
+	if err := p.WriteFrames(bufs, []int{60}, 8); err != nil || stub.sent != 1 {
 		t.Fatal(err)
 	}
-	if st := p.CaptureStatus(); st == nil || st.Target != "buffer" {
+	if st := p.Status(); st == nil || st.Target != "buffer" {
 		t.Fatalf("status %+v", st)
 	}
-	st, err := p.StopCapture(nil)
+	st, err := p.Stop(nil)
 	if err != nil || st.Captured != 3 || st.Dropped != 0 {
 		t.Fatalf("stop: %+v %v", st, err)
 	}
-	if _, err := p.StopCapture(nil); !errors.Is(err, ErrNoCapture) {
+	if _, err := p.Stop(nil); !errors.Is(err, ErrNotActive) {
 		t.Fatalf("second stop: %v", err)
 	}
 	r, err := pcapgo.NewReader(&out)
@@ -98,15 +92,15 @@ func TestPortCaptureBothDirections(t *testing.T) {
 
 // StopCapture with a given capture leaves another one alone.
 func TestPortStopOnlyThatCapture(t *testing.T) {
-	p := testPort(&stubNet{})
-	mine, _ := NewCapture(new(bytes.Buffer), CaptureOptions{})
-	other, _ := NewCapture(new(bytes.Buffer), CaptureOptions{})
+	p := NewTap(&stubNet{})
+	mine, _ := New(new(bytes.Buffer), Options{})
+	other, _ := New(new(bytes.Buffer), Options{})
 	defer other.Close()
-	p.StartCapture(mine, "mine")
-	if _, err := p.StopCapture(other); !errors.Is(err, ErrNoCapture) {
+	p.Start(mine, "mine")
+	if _, err := p.Stop(other); !errors.Is(err, ErrNotActive) {
 		t.Fatalf("stopping another capture: %v", err)
 	}
-	if _, err := p.StopCapture(mine); err != nil {
+	if _, err := p.Stop(mine); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -114,20 +108,20 @@ func TestPortStopOnlyThatCapture(t *testing.T) {
 // The decorator allocates nothing per batch, with or without a capture.
 func TestPortCaptureNoAllocs(t *testing.T) {
 	stub := &stubNet{rx: [][]byte{frameOf(1), frameOf(2)}}
-	p := testPort(stub)
+	p := NewTap(stub)
 	frames := make([][]byte, 4)
 	bufs := [][]byte{append(make([]byte, 8), frameOf(3)...), append(make([]byte, 8), frameOf(4)...)}
 	sizes := []int{60, 60}
 	batch := func() {
-		p.net.ReadFrames(frames)
-		p.net.WriteFrames(bufs, sizes, 8)
+		p.ReadFrames(frames)
+		p.WriteFrames(bufs, sizes, 8)
 	}
 	if a := testing.AllocsPerRun(100, batch); a != 0 {
 		t.Errorf("no capture: %v allocs per batch", a)
 	}
-	c, _ := NewCapture(new(bytes.Buffer), CaptureOptions{})
-	p.StartCapture(c, "buffer")
-	defer p.StopCapture(nil)
+	c, _ := New(new(bytes.Buffer), Options{})
+	p.Start(c, "buffer")
+	defer p.Stop(nil)
 	if a := testing.AllocsPerRun(100, batch); a != 0 {
 		t.Errorf("capturing: %v allocs per batch", a)
 	}
@@ -137,7 +131,7 @@ func TestPortCaptureNoAllocs(t *testing.T) {
 // when no capture runs.
 func BenchmarkCaptureNetworkIdle(b *testing.B) {
 	stub := &stubNet{rx: [][]byte{frameOf(1)}}
-	n := newCaptureNetwork(stub)
+	n := NewTap(stub)
 	frames := make([][]byte, 4)
 	b.ReportAllocs()
 	for b.Loop() {
