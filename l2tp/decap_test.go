@@ -105,7 +105,12 @@ func TestDecapSequence(t *testing.T) {
 		{"replay dropped", []uint32{5, 6, 6, 5, 7}, []bool{true, true, false, false, true}, 0},
 		{"24-bit wrap", []uint32{0xfffffe, 0xffffff, 0, 1}, []bool{true, true, true, true}, 0},
 		{"half behind is old", []uint32{0x800000, 1}, []bool{true, false}, 0},
-		{"just under half ahead", []uint32{0, 0x7fffff}, []bool{true, true}, 0x7ffffe},
+		{"largest gap taken as loss", []uint32{0, 0x10000}, []bool{true, true}, 0xffff},
+		{"far ahead is a discontinuity", []uint32{0, 0x10001, 1}, []bool{true, false, true}, 0},
+		{"resync far ahead, jump not lost", []uint32{0, 100000, 100001, 100002, 100003, 100004, 100005, 100006},
+			[]bool{true, false, false, false, false, false, true, true}, 0},
+		{"restart behind a number past half", []uint32{9999998, 9999999, 0, 1, 2, 3, 4, 5, 6},
+			[]bool{true, true, false, false, false, false, false, true, true}, 0},
 		{"resync after restart", []uint32{1000, 1001, 0, 1, 2, 3, 4, 5, 6},
 			[]bool{true, true, false, false, false, false, false, true, true}, 0},
 		{"broken run does not resync", []uint32{1000, 0, 1, 2, 9, 10, 11, 12, 13},
@@ -127,6 +132,35 @@ func TestDecapSequence(t *testing.T) {
 				t.Fatalf("SeqLost = %d, want %d", got, tt.lost)
 			}
 		})
+	}
+}
+
+// TestDecapPeerRestart: wherever our expected number is, a peer that
+// restarts its numbering from 0 or 1 costs at most seqResync drops, and
+// SeqLost moves by less than seqMaxGap (only when the restart lands within
+// that gap ahead of us, near the 24-bit wrap, does it look like loss), never
+// by millions.
+func TestDecapPeerRestart(t *testing.T) {
+	for _, expect := range []uint32{1000, 0x7ffff0, 0x800010, 10_000_000, 0xfff000, 0xfffff0} {
+		for _, start := range []uint32{0, 1} {
+			var s Stats
+			d := NewDecoder(seqConfig(SeqRecv), &s)
+			for ns := expect - 3; ns != expect; ns++ {
+				if _, r, ok := d.Decap(seqPacket(seqS | ns)); !ok {
+					t.Fatalf("expect %#x: ns %#x before the restart dropped: %v", expect, ns, r)
+				}
+			}
+			dropped := 0
+			for ns := start; ns < start+20; ns++ {
+				if _, _, ok := d.Decap(seqPacket(seqS | ns)); !ok {
+					dropped++
+				}
+			}
+			lost := s.Snapshot().SeqLost
+			if dropped > seqResync || lost >= seqMaxGap {
+				t.Errorf("expected %#x, peer restarted at %d: %d dropped, SeqLost %d", expect, start, dropped, lost)
+			}
+		}
 	}
 }
 
