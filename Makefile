@@ -25,13 +25,13 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-# Unit tests, then the real-VM end-to-end tests under test/.
+# Unit tests under the race detector, then the real-VM end-to-end tests under test/.
 test: deps fmt vet build
-	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 ./...
 	L2TPV3_E2E=1 $(GO) test -count=1 -timeout 40m -v ./test/e2e 2>&1 | tee test-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
 
 unit:
-	$(GO) test -count=1 ./...
+	$(GO) test -race -count=1 ./...
 
 e2e: deps build
 	L2TPV3_E2E=1 $(GO) test -count=1 -timeout 40m -v ./test/e2e

@@ -126,10 +126,17 @@ func TestPortLogsAboveMTU(t *testing.T) {
 		}
 		got += k
 	}
-	if s := p.Status().Session; s.AboveMTU != n || s.Dropped() != 0 {
+	// The peer may hold the frames before the sender has counted them:
+	// wait for the count rather than read it once.
+	deadline := time.Now().Add(2 * time.Second)
+	s := p.Status().Session
+	for s.AboveMTU != n && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+		s = p.Status().Session
+	}
+	if s.AboveMTU != n || s.Dropped() != 0 {
 		t.Fatalf("session %s", s)
 	}
-	deadline := time.Now().Add(2 * time.Second)
 	for !strings.Contains(log.String(), fmt.Sprintf("total=%d oversize=fragment", n)) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
