@@ -19,7 +19,8 @@
 // table, fd-count and size checks, REPLY_ACK), session.go, vringmsg.go and memslots.go
 // (protocol state and handlers), memory.go (guest memory table), vring.go, chain.go, tx.go
 // and rx.go (split virtqueue), queuepair.go (the data-path API), eventfd.go (netpoller),
-// virtionet.go (features and header), stats.go, server.go (listen, dial, inherited fd).
+// virtionet.go (features and header), stats.go, server.go (listen, dial, inherited fd),
+// dirtylog.go (the migration dirty log: SET_LOG_BASE, LOG_ALL) and announce.go (SEND_RARP).
 // vhosttest is an in-process front end for tests.
 //
 // The ring indexes are little-endian u16 fields accessed through 32-bit atomics on their

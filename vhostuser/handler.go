@@ -46,6 +46,8 @@ var reqTable = [reqMax]reqSpec{
 	reqSetOwner:            {0, 0, fdsNone, false, (*session).setOwner},
 	reqResetOwner:          {0, 0, fdsNone, false, (*session).resetOwner},
 	reqSetMemTable:         {8, 8 + maxRegions*memRegionSize, fdsMemTable, false, (*session).setMemTable},
+	reqSetLogBase:          {setLogBaseSize, setLogBaseSize, fdsOne, true, (*session).setLogBase},
+	reqSetLogFD:            {0, 8, fdsOne, false, (*session).setLogFD},
 	reqSetVringNum:         {8, 8, fdsNone, false, (*session).setVringNum},
 	reqSetVringAddr:        {vringAddrSize, vringAddrSize, fdsNone, false, (*session).setVringAddr},
 	reqSetVringBase:        {8, 8, fdsNone, false, (*session).setVringBase},

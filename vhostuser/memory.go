@@ -152,6 +152,18 @@ func (t *memTable) uaddrSlice(a, n uint64) ([]byte, bool) {
 	return nil, false
 }
 
+// uaddrToGPA translates front-end virtual address a into guest-physical terms; 0 when no
+// region holds it (translate has already refused such a ring).
+func (t *memTable) uaddrToGPA(a uint64) uint64 {
+	for i := range t.regions {
+		r := &t.regions[i]
+		if a >= r.uaddr && a-r.uaddr < r.size {
+			return r.gpa + (a - r.uaddr)
+		}
+	}
+	return 0
+}
+
 // checkGPA reports whether [a, a+n) is guest memory, possibly spread over regions that are
 // contiguous in guest physical space.
 func (t *memTable) checkGPA(a, n uint64) bool {

@@ -86,6 +86,7 @@ const (
 	maxRegions    = 8      // regions in one SET_MEM_TABLE
 	vringIdxMask  = 0xff   // SET_VRING_KICK/CALL/ERR: bits 0-7 are the vring index
 	vringNoFD     = 1 << 8 // SET_VRING_KICK/CALL/ERR: no fd attached (polling)
+	vringFLog     = 1      // SET_VRING_ADDR flags: log writes to the used ring at its log address
 )
 
 // ErrProtocol is wrapped by every error that ends a connection because the front end sent

@@ -69,12 +69,13 @@ func TestNegotiation(t *testing.T) {
 	feat, err := fe.Get(vhosttest.GetFeatures, nil)
 	want := uint64(vhosttest.FVersion1 | vhosttest.FMrgRxbuf | vhosttest.FEventIdx | vhosttest.FIndirectDesc |
 		vhosttest.FNotifyOnEmpty | vhosttest.FProtocol | vhosttest.FMQ | vhosttest.FMTU |
-		vhosttest.FCsum | vhosttest.FHostTSO4 | vhosttest.FHostTSO6 | vhosttest.FHostECN)
+		vhosttest.FCsum | vhosttest.FHostTSO4 | vhosttest.FHostTSO6 | vhosttest.FHostECN |
+		vhosttest.FLogAll | vhosttest.FGuestAnnounce)
 	if err != nil || feat != want {
 		t.Fatalf("GET_FEATURES = %#x, %v; want %#x", feat, err, want)
 	}
 	proto, err := fe.Get(vhosttest.GetProtocolFeatures, nil)
-	if err != nil || proto != vhosttest.PMQ|vhosttest.PReplyAck|vhosttest.PMTU|vhosttest.PMemSlots {
+	if err != nil || proto != vhosttest.PMQ|vhosttest.PLogShmFD|vhosttest.PRARP|vhosttest.PReplyAck|vhosttest.PMTU|vhosttest.PMemSlots {
 		t.Fatalf("GET_PROTOCOL_FEATURES = %#x, %v", proto, err)
 	}
 	if err := fe.Set(vhosttest.SetProtocolFeatures, vhosttest.U64(proto)); err != nil {

@@ -54,6 +54,9 @@ func (v *vring) fillRX(frames [][]byte) (int, error) {
 		v.publishUsed()
 		v.notify()
 	}
+	if err == nil && v.broken != nil {
+		err = v.broken // the dirty log could not record a write
+	}
 	v.stats.frames.Add(uint64(n - dropped))
 	v.stats.bytes.Add(bytes)
 	if dropped > 0 {
@@ -143,6 +146,9 @@ func (v *vring) scatter(frame []byte, nb int) {
 			s := v.segs[si]
 			k := min(uint64(len(src)), uint64(s.len)-soff)
 			v.mem.write(s.addr+soff, src[:k])
+			if v.dlog != nil {
+				v.logWrite(s.addr+soff, k)
+			}
 			src = src[k:]
 			if soff += k; soff == uint64(s.len) {
 				si, soff = si+1, 0

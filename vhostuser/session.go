@@ -1,9 +1,11 @@
 package vhostuser
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync/atomic"
 )
 
@@ -23,9 +25,13 @@ type session struct {
 	owner      bool
 	mtu        atomic.Int64 // read by Server.Stats from other goroutines
 	mem        *memTable
+	dlog       *dirtyLog // the last SET_LOG_BASE; the vrings use it while LOG_ALL is acked
 	vrings     []*vring
 	pairs      []*QueuePair
 	stats      []vringStats
+
+	// fatal is why a worker ended the connection (a dirty log too small); run returns it.
+	fatal atomic.Pointer[error]
 
 	regions []memRegion
 	scratch [16]byte
@@ -57,6 +63,9 @@ func (s *session) run() error {
 	for {
 		m, err := s.r.read()
 		if err != nil {
+			if f := s.fatal.Load(); f != nil {
+				return *f
+			}
 			return err
 		}
 		s.log.Debug("vhostuser: request", "request", m.hdr.req.String(), "size", m.hdr.size, "fds", len(m.fds))
@@ -83,7 +92,7 @@ func (s *session) resetRings(forget bool) {
 		v.stop()
 		v.call.close()
 		v.errf.close()
-		v.call, v.errf, v.mem = nil, nil, nil
+		v.call, v.errf, v.mem, v.dlog = nil, nil, nil, nil
 		if forget {
 			v.num, v.addrSet, v.reread, v.lastAvail, v.usedIdx = 0, false, false, 0, 0
 			v.setEnabled(false)
@@ -93,6 +102,17 @@ func (s *session) resetRings(forget bool) {
 	}
 	s.mem.unmap()
 	s.mem = nil
+	s.dlog.unmap()
+	s.dlog = nil
+}
+
+// abort ends the connection from a worker, once, with a protocol error that run returns:
+// the front end's dirty log does not cover guest address gpa.
+func (s *session) abort(gpa uint64) {
+	err := protoErr(reqSetLogBase, "dirty log too small for guest address %#x", gpa)
+	if s.fatal.CompareAndSwap(nil, &err) {
+		s.t.close()
+	}
 }
 
 // lockAll takes every vring lock, in index order, so the control goroutine can change what
@@ -175,6 +195,7 @@ func (s *session) setFeatures(m *message) ([]byte, error) {
 	s.log.Debug("vhostuser: features acked", "features", fmt.Sprintf("%#x", f))
 	s.lockAll()
 	for _, v := range s.vrings {
+		v.dlog = s.activeLog()
 		if v.started {
 			v.configure(f)
 			v.remap()
@@ -261,12 +282,17 @@ func (s *session) netSetMTU(m *message) ([]byte, error) {
 	return nil, nil
 }
 
-// sendRARP acknowledges a migration announcement; with no migration support there is
-// nothing to inject.
+// sendRARP announces the migrated guest (QEMU sends it on the destination when the guest
+// cannot announce itself): the Handler, if it is an Announcer, gets a RARP frame for the
+// MAC in the first 6 bytes of the body to send toward the network, as DPDK does.
 func (s *session) sendRARP(m *message) ([]byte, error) {
-	var mac [6]byte
-	binary.NativeEndian.PutUint64(s.scratch[:8], m.u64())
-	copy(mac[:], s.scratch[:6])
-	s.log.Debug("vhostuser: SEND_RARP ignored", "mac", fmt.Sprintf("%x", mac))
+	mac := net.HardwareAddr(bytes.Clone(m.body[:6]))
+	a, ok := s.h.(Announcer)
+	if !ok {
+		s.log.Info("vhostuser: SEND_RARP: the handler cannot announce", "mac", mac.String())
+		return nil, nil
+	}
+	s.log.Info("vhostuser: announcing the guest after migration", "mac", mac.String())
+	a.Announce(mac, RARPFrame(mac))
 	return nil, nil
 }

@@ -10,8 +10,10 @@ const (
 	featNetHostECN    uint64 = 1 << 13 // VIRTIO_NET_F_HOST_ECN: ... also for flows that use ECN
 	featNetMTU        uint64 = 1 << 3  // VIRTIO_NET_F_MTU: the guest reads the MTU from config space
 	featNetMrgRxbuf   uint64 = 1 << 15 // VIRTIO_NET_F_MRG_RXBUF: a frame may span several RX buffers
+	featGuestAnnounce uint64 = 1 << 21 // VIRTIO_NET_F_GUEST_ANNOUNCE: QEMU has the guest announce itself after migration
 	featNetMQ         uint64 = 1 << 22 // VIRTIO_NET_F_MQ: several queue pairs
 	featNotifyOnEmpty uint64 = 1 << 24 // VIRTIO_F_NOTIFY_ON_EMPTY: notify when the avail ring runs dry
+	featLogAll        uint64 = 1 << 26 // VHOST_F_LOG_ALL: log every guest write (migration)
 	featIndirectDesc  uint64 = 1 << 28 // VIRTIO_RING_F_INDIRECT_DESC: descriptor tables in guest memory
 	featEventIdx      uint64 = 1 << 29 // VIRTIO_RING_F_EVENT_IDX: used_event/avail_event suppression
 	featProtocol      uint64 = 1 << 30 // VHOST_USER_F_PROTOCOL_FEATURES
@@ -21,6 +23,8 @@ const (
 // vhost-user protocol feature bits (docs/interop/vhost-user.rst).
 const (
 	protoMQ       uint64 = 1 << 0  // GET_QUEUE_NUM and several queue pairs
+	protoLogShmFD uint64 = 1 << 1  // SET_LOG_BASE shares the dirty log as an fd (migration)
+	protoRARP     uint64 = 1 << 2  // SEND_RARP: announce the migrated guest's MAC
 	protoReplyAck uint64 = 1 << 3  // need_reply answered with a u64 status
 	protoNetMTU   uint64 = 1 << 4  // NET_SET_MTU
 	protoMemSlots uint64 = 1 << 15 // CONFIGURE_MEM_SLOTS: ADD_MEM_REG / REM_MEM_REG
@@ -48,7 +52,7 @@ const (
 // guest's transmit offloads unless cfg.NoOffload (see offload.go), never the receive ones.
 func offeredFeatures(cfg *Config) uint64 {
 	f := featVersion1 | featNetMrgRxbuf | featEventIdx | featIndirectDesc |
-		featNotifyOnEmpty | featProtocol
+		featNotifyOnEmpty | featProtocol | featLogAll | featGuestAnnounce
 	if !cfg.NoOffload {
 		f |= featNetCsum | featNetHostTSO4 | featNetHostTSO6 | featNetHostECN
 	}
@@ -63,7 +67,7 @@ func offeredFeatures(cfg *Config) uint64 {
 
 // offeredProtocolFeatures returns the vhost-user protocol features this back end speaks.
 func offeredProtocolFeatures() uint64 {
-	return protoMQ | protoReplyAck | protoNetMTU | protoMemSlots
+	return protoMQ | protoLogShmFD | protoRARP | protoReplyAck | protoNetMTU | protoMemSlots
 }
 
 // hdrLenFor returns the virtio-net header length a driver with the acked features uses.

@@ -40,6 +40,7 @@ type vring struct {
 	enabled   bool
 	live      atomic.Bool // enabled, for readers without mu (QueuePair.RXEnabled)
 	mem       *memTable
+	dlog      *dirtyLog // the dirty log while LOG_ALL is acked, else nil (zero cost when off)
 
 	// Derived from the acked features.
 	eventIdx      bool
@@ -56,6 +57,7 @@ type vring struct {
 	avail     []byte // the avail ring, widened to whole aligned 32-bit words
 	availOff  int    // offset of the avail ring inside avail
 	used      []byte // the used ring (4-aligned), widened to whole 32-bit words
+	usedGPA   uint64 // guest-physical address of used[0], for the dirty log
 	availIdx  uint16 // last avail->idx loaded
 	usedIdx   uint16 // our used->idx, published by publishUsed
 	usedFlags uint16
@@ -143,6 +145,7 @@ func (v *vring) translate() error {
 		return violation("ring areas misaligned in this process")
 	}
 	v.desc, v.avail, v.availOff, v.used = desc, avail, int(a.avail-availStart), used
+	v.usedGPA = v.usedRingGPA()
 	return nil
 }
 
@@ -211,6 +214,9 @@ func (v *vring) putUsed(id uint16, n uint32) {
 // elements: the release store orders the elements before the index the guest polls.
 func (v *vring) publishUsed() {
 	atomic.StoreUint32(word(v.used, 0), uint32(v.usedFlags)|uint32(v.usedIdx)<<16)
+	if v.dlog != nil {
+		v.logUsed()
+	}
 }
 
 // notify signals the call eventfd unless the guest suppressed it (EVENT_IDX used_event or
@@ -241,6 +247,9 @@ func (v *vring) enableNotify() (bool, error) {
 	seen := v.availIdx
 	if v.eventIdx {
 		store16Fence(v.used, 4+8*int(v.num), seen)
+		if v.dlog != nil {
+			v.logUsed()
+		}
 	} else {
 		v.usedFlags &^= usedFNoNotify
 		v.publishUsed()

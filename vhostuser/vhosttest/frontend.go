@@ -17,6 +17,8 @@ const (
 	SetOwner            = 3
 	ResetOwner          = 4
 	SetMemTable         = 5
+	SetLogBase          = 6
+	SetLogFD            = 7
 	SetVringNum         = 8
 	SetVringAddr        = 9
 	SetVringBase        = 10
@@ -51,14 +53,18 @@ const (
 	FHostTSO6      = 1 << 12
 	FHostECN       = 1 << 13
 	FMrgRxbuf      = 1 << 15
+	FGuestAnnounce = 1 << 21
 	FMQ            = 1 << 22
 	FNotifyOnEmpty = 1 << 24
+	FLogAll        = 1 << 26
 	FIndirectDesc  = 1 << 28
 	FEventIdx      = 1 << 29
 	FProtocol      = 1 << 30
 	FVersion1      = 1 << 32
 
 	PMQ       = 1 << 0
+	PLogShmFD = 1 << 1
+	PRARP     = 1 << 2
 	PReplyAck = 1 << 3
 	PMTU      = 1 << 4
 	PMemSlots = 1 << 15
@@ -267,12 +273,7 @@ func (f *FrontEnd) StartQueue(index uint32, q *Virtqueue, base uint16) error {
 	if err := f.Set(SetVringBase, State(index, uint32(base))); err != nil {
 		return err
 	}
-	a := binary.NativeEndian.AppendUint32(nil, index)
-	a = binary.NativeEndian.AppendUint32(a, 0)
-	for _, v := range []uint64{q.Mem.UserAddr(q.Desc), q.Mem.UserAddr(q.Used), q.Mem.UserAddr(q.Avail), 0} {
-		a = binary.NativeEndian.AppendUint64(a, v)
-	}
-	if err := f.Set(SetVringAddr, a); err != nil {
+	if err := f.Set(SetVringAddr, vringAddr(index, q, false)); err != nil {
 		return err
 	}
 	if err := f.Set(SetVringKick, U64(uint64(index)), q.Kick); err != nil {
@@ -285,6 +286,41 @@ func (f *FrontEnd) StartQueue(index uint32, q *Virtqueue, base uint16) error {
 		return f.Set(SetVringEnable, State(index, 1))
 	}
 	return nil
+}
+
+// vringAddr encodes SET_VRING_ADDR for q; with log, the LOG flag and the used ring's
+// guest-physical address as its log address, as QEMU sends them while migrating.
+func vringAddr(index uint32, q *Virtqueue, log bool) []byte {
+	flags, logAddr := uint32(0), uint64(0)
+	if log {
+		flags, logAddr = 1, q.Used
+	}
+	a := binary.NativeEndian.AppendUint32(nil, index)
+	a = binary.NativeEndian.AppendUint32(a, flags)
+	for _, v := range []uint64{q.Mem.UserAddr(q.Desc), q.Mem.UserAddr(q.Used), q.Mem.UserAddr(q.Avail), logAddr} {
+		a = binary.NativeEndian.AppendUint64(a, v)
+	}
+	return a
+}
+
+// SetVringLog re-sends SET_VRING_ADDR for a running vring with the LOG flag on or off.
+func (f *FrontEnd) SetVringLog(index uint32, q *Virtqueue, on bool) error {
+	return f.Set(SetVringAddr, vringAddr(index, q, on))
+}
+
+// SetLogBase shares a dirty log of size bytes at offset in fd (LOG_SHMFD) and waits for
+// the back end's empty reply, as QEMU does.
+func (f *FrontEnd) SetLogBase(fd int, size, offset uint64) error {
+	body := binary.NativeEndian.AppendUint64(nil, size)
+	body = binary.NativeEndian.AppendUint64(body, offset)
+	if err := f.Send(SetLogBase, Version1, body, fd); err != nil {
+		return err
+	}
+	b, err := f.Recv(SetLogBase)
+	if err == nil && len(b) != 0 {
+		err = fmt.Errorf("vhosttest: SET_LOG_BASE reply of %d bytes", len(b))
+	}
+	return err
 }
 
 // GetVringBase stops vring index and returns its next avail index.
