@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -167,6 +168,17 @@ func (v *VhostUser) QueuePairStarted(i int, q *vhostuser.QueuePair) {
 func (v *VhostUser) QueuePairStopped(i int) {
 	v.active.Add(-1)
 	v.log.Info("VM queue pair stopped", "queue", i)
+}
+
+// Announce sends the RARP frame vhostuser built for a migrated guest's MAC
+// into the pseudowire (SEND_RARP; QEMU sends it only for guests without
+// VIRTIO_NET_F_GUEST_ANNOUNCE, which announce themselves).
+func (v *VhostUser) Announce(mac net.HardwareAddr, frame []byte) {
+	if err := v.pump.Announce(frame); err != nil {
+		v.log.Warn("announcing the migrated guest", "mac", mac.String(), "err", err)
+		return
+	}
+	v.log.Info("announced the migrated guest to the network", "mac", mac.String())
 }
 
 // QueueStatus is one vhost-user queue pair's frame counts.

@@ -44,7 +44,10 @@ type Pump struct {
 	ports [MaxQueues]*portRef
 
 	queues []*queue // per queue pair; fixed once serving starts
-	rx     *steerer // owned by RunNetToVM
+	// announce sends what the control side injects (a RARP after a migration);
+	// made on first use, guarded by mu.
+	announce NetSender
+	rx       *steerer // owned by RunNetToVM
 
 	_ cpu.CacheLinePad
 	// toVM is the network → VM ring occupancy: frames read from the
@@ -274,6 +277,26 @@ func (p *Pump) publish() {
 		set = nil
 	}
 	p.attached.Store(set)
+}
+
+// Announce sends frame to the network as if the VM had sent it (the RARP
+// that tells switches where a migrated guest now is), through a sender of
+// its own so that it never races a queue pair's sender. A network that
+// cannot give one (no senders of its own) is not announced to.
+func (p *Pump) Announce(frame []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.announce == nil {
+		s, err := SenderOf(p.net)
+		if err != nil {
+			return fmt.Errorf("announce: %w", err)
+		}
+		p.announce = s
+	}
+	off := p.net.Headroom()
+	buf := make([]byte, off+len(frame))
+	copy(buf[off:], frame)
+	return p.announce.WriteFrames([][]byte{buf}, []int{len(frame)}, off)
 }
 
 // errNetwork marks a Serve error that came from the network side, which
