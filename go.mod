@@ -28,5 +28,5 @@ require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/gopacket/gopacket v1.7.7
 	github.com/prometheus/client_golang v1.25.0
-	golang.org/x/net v0.59.0 // indirect
+	golang.org/x/net v0.59.0
 )

@@ -51,7 +51,8 @@ func socketName(c Config) string {
 
 // openSocket creates the nonblocking, close-on-exec UDP or raw IP socket for
 // c, bound to ep.local, with large buffers, SO_RXQ_OVFL, the UDP/IPv6
-// zero-checksum acceptance and the oversize policy's path MTU discovery.
+// zero-checksum acceptance, the oversize policy's path MTU discovery and,
+// over IP, the session filter (sessionFilter).
 // It returns the fd and the bound address.
 func openSocket(c Config, ep *endpoints) (int, netip.AddrPort, error) {
 	family, typ, proto := unix.AF_INET, unix.SOCK_DGRAM, 0
@@ -97,6 +98,11 @@ func setupSocket(fd int, c Config, ep *endpoints) (netip.AddrPort, error) {
 	}
 	if err := setPMTUDisc(fd, c); err != nil {
 		return netip.AddrPort{}, err
+	}
+	if c.Encap == EncapIP {
+		if err := attachSessionFilter(fd, c); err != nil {
+			return netip.AddrPort{}, err
+		}
 	}
 	_, _, errno := unix.Syscall(unix.SYS_BIND, uintptr(fd),
 		uintptr(unsafe.Pointer(ep.local.ptr())), uintptr(ep.local.len))
