@@ -7,6 +7,7 @@ var (
 	errHeadRange       = violation("avail ring names a descriptor beyond the queue size")
 	errDescRange       = violation("descriptor next index beyond its table")
 	errChainLoop       = violation("descriptor chain longer than the queue (loop)")
+	errChainTooLong    = violation("descriptor chain longer than 256 descriptors")
 	errIndirectOff     = violation("indirect descriptor without INDIRECT_DESC negotiated")
 	errIndirectNested  = violation("indirect descriptor inside an indirect table")
 	errIndirectNext    = violation("indirect descriptor with NEXT set")
@@ -21,6 +22,12 @@ var (
 // descSize is the size of one split-ring descriptor: le64 addr, le32 len, le16 flags, le16 next.
 const descSize = 16
 
+// maxChainDescs bounds the descriptors of one chain, indirect ones included, and of all the
+// buffers one received frame is spread over (DPDK's BUF_VECTOR_MAX): Linux uses at most
+// MAX_SKB_FRAGS+2, and without a bound a guest could make every avail entry cost up to
+// 32768 descriptors.
+const maxChainDescs = 256
+
 // desc is one descriptor copied out of guest memory, so that the guest changing it while
 // we look cannot make us see two different values.
 type desc struct {
@@ -31,7 +38,9 @@ type desc struct {
 
 // chainWalker follows one descriptor chain, through at most one indirect table, and
 // refuses everything virtio forbids: indexes out of range, loops (more descriptors than the
-// table holds), nested or chained indirect tables, tables of bad length or outside memory.
+// table holds), nested or chained indirect tables, tables of bad length or outside memory;
+// and chains longer than maxChainDescs. It counts every descriptor it reads in walked,
+// which its user clears to bound the work of one call.
 type chainWalker struct {
 	mem           *memTable
 	table         []byte // the descriptor table being walked: the ring's or an indirect one
@@ -40,13 +49,15 @@ type chainWalker struct {
 	more          bool   // another descriptor follows
 	inIndirect    bool
 	count         uint32 // descriptors read from table, bounded by size
+	chain         uint32 // descriptors read for this chain, bounded by maxChainDescs
 	allowIndirect bool
+	walked        int // descriptors read since the user last cleared it, over every chain
 }
 
 // reset positions the walker on the chain starting at head in the ring's descriptor table.
 func (w *chainWalker) reset(mem *memTable, ring []byte, num uint32, head uint16, allowIndirect bool) {
 	*w = chainWalker{mem: mem, table: ring, size: num, next: uint32(head), more: true,
-		allowIndirect: allowIndirect}
+		allowIndirect: allowIndirect, walked: w.walked}
 }
 
 // step copies the next data descriptor of the chain into d; it returns false at the end of
@@ -57,8 +68,13 @@ func (w *chainWalker) step(d *desc) (bool, error) {
 			return false, errDescRange
 		}
 		w.count++
+		w.chain++
+		w.walked++
 		if w.count > w.size {
 			return false, errChainLoop
+		}
+		if w.chain > maxChainDescs {
+			return false, errChainTooLong
 		}
 		b := w.table[w.next*descSize : w.next*descSize+descSize]
 		addr := binary.LittleEndian.Uint64(b[0:])

@@ -131,6 +131,36 @@ const (
 	fuzzBufOff      = 0x1000 // where seeds put their buffers
 )
 
+// With bit 7 of the control byte FuzzDescChain runs a 512-entry ring tiled from the input:
+// descriptor j is input descriptor j%32 with its next index moved to the same tile, avail
+// slot j is input slot j%32 moved likewise. Chains can then reach the 256-descriptor bound
+// and a call the per-call bound, which the small rings never do.
+const (
+	fuzzBigNum     = 512
+	fuzzBigDescOff = 0x8000
+	fuzzBigAvail   = 0xa000
+	fuzzBigUsed    = 0xb000
+)
+
+// tileBigRing lays the 512-entry ring out in guest memory b from the small ring's areas
+// and returns its addresses.
+func tileBigRing(b []byte) vringAddr {
+	const small = fuzzDescLen / descSize
+	for j := range fuzzBigNum {
+		d := b[fuzzBigDescOff+descSize*j:]
+		copy(d[:descSize], b[fuzzDescOff+descSize*(j%small):])
+		next := binary.LittleEndian.Uint16(d[14:])
+		binary.LittleEndian.PutUint16(d[14:], next+uint16(small*(j/small)))
+	}
+	copy(b[fuzzBigAvail:fuzzBigAvail+4], b[fuzzAvailOff:])
+	slots := (fuzzAvailLen - 6) / 2
+	for j := range fuzzBigNum {
+		h := binary.LittleEndian.Uint16(b[fuzzAvailOff+4+2*(j%slots):])
+		binary.LittleEndian.PutUint16(b[fuzzBigAvail+4+2*j:], h+uint16(small*(j/slots)))
+	}
+	return vringAddr{desc: fuzzBase + fuzzBigDescOff, avail: fuzzBase + fuzzBigAvail, used: fuzzBase + fuzzBigUsed}
+}
+
 // chainSeed builds a FuzzDescChain input from descriptors (addr, len, flags, next), the
 // avail heads and an optional indirect table.
 func chainSeed(ctl byte, descs [][4]uint64, heads []uint16, indirect ...[4]uint64) []byte {
@@ -175,7 +205,36 @@ func chainSeeds() [][]byte {
 		chainSeed(3|16|64, [][4]uint64{{buf, 100, w, 0}, {buf + 2048, 9000, w, 0}}, h(0, 1)),
 		chainSeed(3|16|64|8, [][4]uint64{{tbl, 32, i, 0}}, h(0), [4]uint64{buf, 12, w | n, 1}, [4]uint64{buf + 16, 9000, w, 0}),
 		chainSeed(3|32, [][4]uint64{{buf, 112, 0, 0}}, h(0, 0, 0, 0, 0, 0, 0, 0, 0)), // index jump
+		bigRing(longChain(buf, 0, 64, true), false),                                  // TX: 512 entries, chains of 32 descriptors, 2 KiB: all dropped
+		bigRing(longChain(buf, 0, 8, false), false),                                  // TX: one chain through all 512: over 256
+		bigRing(longChain(buf, w, 8, true), true),                                    // RX: 256-byte buffers of 32 descriptors
 	}
+}
+
+// longChain is 32 descriptors of size bytes each naming the next; tiled into the 512-entry
+// ring they make 16 chains of 32 if end, else one chain through every tile.
+func longChain(buf, flags uint64, size uint64, end bool) [][4]uint64 {
+	d := make([][4]uint64, fuzzDescLen/descSize)
+	for i := range d {
+		d[i] = [4]uint64{buf + size*uint64(i), size, flags | descFNext, uint64(i + 1)}
+	}
+	if end {
+		d[len(d)-1][2] &^= descFNext
+	}
+	return d
+}
+
+// bigRing is a seed for the 512-entry ring (TX, or RX with MRG_RXBUF) of descs, the avail
+// entries of each tile naming its first descriptor, all 512 published.
+func bigRing(descs [][4]uint64, rx bool) []byte {
+	ctl := byte(128)
+	if rx {
+		ctl |= 64 | 16
+	}
+	in := chainSeed(ctl, descs, []uint16{0})
+	in = append(in, make([]byte, max(0, 1+fuzzDescLen+4-len(in)))...)
+	binary.LittleEndian.PutUint16(in[1+fuzzDescLen+2:], fuzzBigNum)
+	return in
 }
 
 // FuzzDescChain builds a ring from arbitrary guest memory and runs the TX pop or the RX
@@ -218,6 +277,9 @@ func runChain(t *testing.T, data []byte) {
 	v := &vring{index: idx, log: testLogger(), stats: &vringStats{}, mem: mem,
 		num: 1 << (ctl & 7 % 6), addrSet: true, enabled: true,
 		addr: vringAddr{desc: fuzzBase + fuzzDescOff, avail: fuzzBase + fuzzAvailOff, used: fuzzBase + fuzzUsedOff}}
+	if ctl&128 != 0 {
+		v.num, v.addr = fuzzBigNum, tileBigRing(b)
+	}
 	v.start(acked)
 	if v.broken != nil {
 		t.Fatalf("valid layout refused: %v", v.broken)
@@ -229,7 +291,7 @@ func runChain(t *testing.T, data []byte) {
 		var err error
 		if rx {
 			var n int
-			n, err = v.fillRX([][]byte{make([]byte, 60), make([]byte, 9000), make([]byte, 1514)})
+			n, _, err = v.fillRX([][]byte{make([]byte, 60), make([]byte, 9000), make([]byte, 1514)})
 			if n > 3 {
 				t.Fatalf("consumed %d of 3 frames", n)
 			}
@@ -246,6 +308,9 @@ func runChain(t *testing.T, data []byte) {
 		}
 		if err != nil {
 			v.fail(err)
+		}
+		if v.walker.walked > maxWalk+maxChainDescs {
+			t.Fatalf("one call read %d descriptors, over the %d+%d bound", v.walker.walked, maxWalk, maxChainDescs)
 		}
 		if v.usedIdx != v.lastAvail {
 			t.Fatalf("used %d != avail %d: a popped chain was not returned", v.usedIdx, v.lastAvail)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"time"
 )
@@ -158,9 +159,8 @@ func (q *QueuePair) ReadFrames(bufs [][]byte, sizes []int, offset int) (int, err
 			return 0, err
 		}
 		if v.lastAvail != v.availIdx {
-			// popTX stopped at its limit with chains left (all dropped or discarded):
-			// let the control goroutine in, then go on without sleeping.
-			v.mu.Unlock()
+			// popTX stopped at its limit with chains left (all dropped or discarded).
+			v.yield()
 			continue
 		}
 		kick, more := v.prepareSleep(true)
@@ -223,7 +223,7 @@ func (q *QueuePair) write(frames [][]byte, stopDisabled bool) (int, error) {
 			v.disableNotify()
 		}
 		if v.enabled {
-			n, err := v.fillRX(frames[done:])
+			n, more, err := v.fillRX(frames[done:])
 			done += n
 			if err != nil {
 				v.fail(err)
@@ -235,6 +235,10 @@ func (q *QueuePair) write(frames [][]byte, stopDisabled bool) (int, error) {
 				v.mu.Unlock()
 				return done, nil
 			}
+			if more {
+				v.yield()
+				continue
+			}
 		}
 		kick, more := v.prepareSleep(v.enabled)
 		v.mu.Unlock()
@@ -243,6 +247,14 @@ func (q *QueuePair) write(frames [][]byte, stopDisabled bool) (int, error) {
 		}
 	}
 	return done, nil
+}
+
+// yield releases v.mu after a batch that stopped at maxWalk with work left, and lets a
+// control goroutine waiting for the lock (woken onto this P by Unlock) run before the
+// worker takes it again.
+func (v *vring) yield() {
+	v.mu.Unlock()
+	runtime.Gosched()
 }
 
 // prepareSleep, under v.mu, clears a pending interrupt and (for an enabled ring) re-enables

@@ -1,8 +1,11 @@
 package vhostuser
 
-// maxSegs bounds the writable segments gathered for one received frame: a 64 KiB frame in
-// 128-byte buffers. A guest posting smaller buffers gets that frame dropped and counted.
-const maxSegs = 512
+// maxWalk bounds the descriptors one ReadFrames or WriteFrames batch reads under the ring
+// lock, so that whatever the guest posts, the control goroutine (GET_VRING_BASE,
+// SET_MEM_TABLE) waits for at most one such batch: a batch stops once it has read this
+// many and the call takes the lock again. A frame never needs more than maxChainDescs, so
+// every batch makes progress.
+const maxWalk = 2048
 
 // seg is one device-writable piece of a receive buffer, already checked against guest memory.
 type seg struct {
@@ -28,13 +31,18 @@ const (
 
 // fillRX writes frames, in order, into the guest's RX buffers: header with num_buffers,
 // then the frame, spread over several buffers with MRG_RXBUF. It stops at the first frame
-// that lacks buffers and returns how many frames it consumed (delivered, or dropped because
-// no ring could ever hold them), having published the used entries and notified at most once.
-func (v *vring) fillRX(frames [][]byte) (int, error) {
-	n, usedBufs, dropped := 0, 0, 0
+// that lacks buffers, or with more=true once it has read maxWalk descriptors, and returns
+// how many frames it consumed (delivered, or dropped because no ring could ever hold them),
+// having published the used entries and notified at most once.
+func (v *vring) fillRX(frames [][]byte) (n int, more bool, err error) {
+	usedBufs, dropped := 0, 0
 	var bytes uint64
-	var err error
+	v.walker.walked = 0
 	for n < len(frames) {
+		if v.walker.walked >= maxWalk {
+			more = true
+			break
+		}
 		f := frames[n]
 		var nb int
 		var res gatherResult
@@ -62,16 +70,18 @@ func (v *vring) fillRX(frames [][]byte) (int, error) {
 	if dropped > 0 {
 		v.stats.dropped.Add(uint64(dropped))
 	}
-	return n, err
+	return n, more, err
 }
 
 // gather collects, without consuming them, the buffers that will hold need bytes: one chain
 // without MRG_RXBUF, as many as necessary with it. Every descriptor is validated here, so
-// scatter cannot fail.
+// scatter cannot fail. Buffers of more than maxChainDescs descriptors in all cannot hold a
+// frame: it is dropped.
 func (v *vring) gather(need uint64) (int, gatherResult, error) {
 	idx := v.lastAvail
 	have := uint64(0)
 	nb, nseg := 0, 0
+	start := v.walker.walked
 	for have < need {
 		if idx == v.availIdx {
 			if err := v.refreshAvail(); err != nil {
@@ -107,11 +117,11 @@ func (v *vring) gather(need uint64) (int, gatherResult, error) {
 			if !v.mem.checkGPA(d.addr, uint64(d.len)) {
 				return 0, gatherShort, errBufferAddr
 			}
-			if d.len == 0 {
-				continue
-			}
-			if nseg == len(v.segs) {
+			if v.walker.walked-start > maxChainDescs {
 				tooMany = true
+				break
+			}
+			if d.len == 0 {
 				continue
 			}
 			v.segs[nseg] = seg{addr: d.addr, len: d.len}

@@ -21,14 +21,16 @@ type txScratch struct {
 // TSO super-frame becomes one frame per segment; a super-frame that does not fit what is
 // left of bufs is cut up to there and finished on the next call, its chain kept until then.
 // Frames shorter than the header, longer than their buffer or with a bad offload request
-// are dropped and counted; with discard (a disabled ring) every frame is. It pops at most
-// num chains so a guest that keeps refilling cannot hold the worker forever. On a violation
-// it publishes what it completed and returns the frames copied so far with the error.
+// are dropped and counted; with discard (a disabled ring) every frame is. It stops once it
+// has read maxWalk descriptors, so a guest that keeps refilling or posts long chains cannot
+// hold the ring lock for long. On a violation it publishes what it completed and returns
+// the frames copied so far with the error.
 func (v *vring) popTX(bufs [][]byte, sizes []int, offset int, discard bool) (int, error) {
 	n, popped, dropped := 0, 0, 0
 	var bytes uint64
 	var err error
-	for n < len(bufs) && popped < int(v.num) {
+	v.walker.walked = 0
+	for n < len(bufs) && v.walker.walked < maxWalk {
 		if v.lastAvail == v.availIdx {
 			if err = v.refreshAvail(); err != nil || v.lastAvail == v.availIdx {
 				break

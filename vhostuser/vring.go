@@ -66,8 +66,8 @@ type vring struct {
 
 	walker chainWalker
 	tx     txScratch // TX scratch: the frame being read
-	segs   []seg     // RX scratch: the writable segments of the buffers gathered for a frame
-	bufs   []rxBuf   // RX scratch: the buffers gathered for a frame
+	segs   []seg     // RX scratch: the writable segments of the buffers gathered for a frame (maxChainDescs)
+	bufs   []rxBuf   // RX scratch: the buffers gathered for a frame (maxChainDescs)
 	hdr    [netHdrLen]byte
 }
 
@@ -296,16 +296,12 @@ func (v *vring) start(acked uint64) {
 	v.publishUsed()
 	v.signalStart()
 	v.tx.tsoNext = 0
-	if !v.isRX() && cap(v.tx.spans) < 2*int(v.num) {
-		v.tx.spans = make([]span, 0, 2*v.num)
-	}
-	if v.isRX() {
-		if cap(v.bufs) < int(v.num) {
-			v.bufs = make([]rxBuf, v.num)
-		}
-		if v.segs == nil {
-			v.segs = make([]seg, maxSegs)
-		}
+	switch {
+	case !v.isRX() && v.tx.spans == nil:
+		v.tx.spans = make([]span, 0, maxChainDescs)
+	case v.isRX() && v.bufs == nil:
+		v.bufs = make([]rxBuf, maxChainDescs)
+		v.segs = make([]seg, maxChainDescs)
 	}
 }
 
