@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump/pumptest"
 )
@@ -30,7 +31,7 @@ func twoUDPPorts(t *testing.T) (int, int) {
 // openTestPort parses and opens a port named "p" on loopback UDP; extra
 // is appended to its option string. It returns the port and the mirror
 // session's option string.
-func openTestPort(t *testing.T, spec PortSpec, extra string, log *syncBuffer) (*Port, string) {
+func openTestPort(t *testing.T, spec PortSpec, extra string, log *testlog.Buffer) (*Port, string) {
 	t.Helper()
 	a, b := twoUDPPorts(t)
 	spec.Name = "p"
@@ -39,7 +40,7 @@ func openTestPort(t *testing.T, spec PortSpec, extra string, log *syncBuffer) (*
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := OpenPort(cfg, newTextLogger(log))
+	p, err := OpenPort(cfg, testlog.Text(log))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func TestPortOffersInnerMTU(t *testing.T) {
 		{",mtu=1400", ",underlay-mtu=1500,oversize=drop", 1400, 1450, l2tp.Underlay{MTU: 1500, From: "underlay-mtu"}, ""},
 	}
 	for i, c := range cases {
-		var log syncBuffer
+		var log testlog.Buffer
 		path := filepath.Join(t.TempDir(), fmt.Sprintf("v%d.sock", i))
 		p, _ := openTestPort(t, PortSpec{VhostUser: path + c.vhost}, c.extra, &log)
 		st := p.Status()
@@ -90,7 +91,7 @@ func TestPortLogsAboveMTU(t *testing.T) {
 	old := DropLogInterval
 	DropLogInterval = 50 * time.Millisecond
 	defer func() { DropLogInterval = old }()
-	var log syncBuffer
+	var log testlog.Buffer
 	sock := filepath.Join(t.TempDir(), "s.sock")
 	p, mirror := openTestPort(t, PortSpec{Stream: "unix:" + sock}, ",underlay-mtu=1280", &log)
 	p.Start()
@@ -113,7 +114,7 @@ func TestPortLogsAboveMTU(t *testing.T) {
 	for i := range n {
 		frames = append(frames, pumptest.FrameN(i, 1500), pumptest.FrameN(i, 100))
 	}
-	if _, err := qemu.Write(encodeStream(frames...)); err != nil {
+	if _, err := qemu.Write(pumptest.EncodeStream(frames...)); err != nil {
 		t.Fatal(err)
 	}
 	got := 0

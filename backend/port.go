@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/capture"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/frontend"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 )
@@ -31,8 +32,8 @@ type PortSpec struct {
 // PortConfig is a validated PortSpec.
 type PortConfig struct {
 	Name      string
-	Stream    *StreamAddr
-	VhostUser *VhostUserAddr
+	Stream    *frontend.StreamAddr
+	VhostUser *frontend.VhostUserAddr
 	L2TP      l2tp.Config
 	Batch     int
 }
@@ -56,13 +57,13 @@ func (s PortSpec) Parse() (PortConfig, error) {
 		return c, fmt.Errorf("--batch %d: must be 1..1024", c.Batch)
 	}
 	if s.Stream != "" {
-		a, err := ParseStreamAddr(s.Stream)
+		a, err := frontend.ParseStreamAddr(s.Stream)
 		if err != nil {
 			return c, err
 		}
 		c.Stream = &a
 	} else {
-		a, err := ParseVhostUserAddr(s.VhostUser)
+		a, err := frontend.ParseVhostUserAddr(s.VhostUser)
 		if err != nil {
 			return c, err
 		}
@@ -112,13 +113,6 @@ const (
 	PortClosed  PortState = "closed"  // Close was called
 )
 
-// frontEnd is the QEMU side of a port: a stream socket or vhost-user.
-type frontEnd interface {
-	Run(ctx context.Context) error
-	Close() error
-	Status() FrontEndStatus
-}
-
 // Port is one named NIC: a front end QEMU connects to, an L2TPv3 session,
 // and the pump between them, with goroutines of its own so that it starts,
 // fails and closes without touching other ports.
@@ -127,7 +121,7 @@ type Port struct {
 	tun  *l2tp.Tunnel
 	net  *capture.Tap // tun with an optional capture (portcapture.go)
 	pump *pump.Pump
-	fe   frontEnd
+	fe   frontend.FrontEnd
 	log  *slog.Logger
 
 	cancel context.CancelFunc
@@ -151,7 +145,12 @@ func OpenPort(cfg PortConfig, log *slog.Logger) (*Port, error) {
 	p := &Port{cfg: cfg, tun: tun, log: log, done: make(chan struct{}), state: PortRunning}
 	p.net = capture.NewTap(tun)
 	p.pump = pump.NewPump(p.net, func(n int) { tun.Stats().AddDrop(l2tp.DropVMDown, uint64(n)) })
-	if p.fe, err = openFrontEnd(cfg, p.pump, log); err != nil {
+	if p.fe, err = openFrontEnd(cfg, log); err != nil {
+		tun.Close()
+		return nil, err
+	}
+	if err := p.pump.SetQueues(p.fe.Queues()); err != nil {
+		p.fe.Close()
 		tun.Close()
 		return nil, err
 	}
@@ -159,15 +158,11 @@ func OpenPort(cfg PortConfig, log *slog.Logger) (*Port, error) {
 }
 
 // openFrontEnd opens the front end the config names.
-func openFrontEnd(cfg PortConfig, pp *pump.Pump, log *slog.Logger) (frontEnd, error) {
+func openFrontEnd(cfg PortConfig, log *slog.Logger) (frontend.FrontEnd, error) {
 	if cfg.VhostUser != nil {
-		return ListenVhostUser(*cfg.VhostUser, cfg.Batch, pp, log)
+		return frontend.ListenVhostUser(*cfg.VhostUser, cfg.Batch, log)
 	}
-	st, err := ListenStream(*cfg.Stream, cfg.Batch, log)
-	if err != nil {
-		return nil, err
-	}
-	return &streamFrontEnd{st, pp}, nil
+	return frontend.ListenStream(*cfg.Stream, cfg.Batch, log)
 }
 
 // Start runs the port's goroutines: the network reader, the front end and
@@ -178,7 +173,7 @@ func (p *Port) Start() {
 	p.start = time.Now()
 	errc := make(chan error, 2)
 	go func() { errc <- p.pump.RunNetToVM() }()
-	go func() { errc <- p.fe.Run(ctx) }()
+	go func() { errc <- p.fe.Run(ctx, p.pump) }()
 	go logDrops(ctx, p.log, p.tun, DropLogInterval)
 	go p.wait(errc)
 	u := p.tun.Underlay()
@@ -259,7 +254,7 @@ type PortStatus struct {
 	State     PortState          `json:"state"`
 	Error     string             `json:"error,omitempty"`
 	Uptime    float64            `json:"uptime_seconds"`
-	FrontEnd  FrontEndStatus     `json:"front_end"`
+	FrontEnd  frontend.Status    `json:"front_end"`
 	L2TPv3    string             `json:"l2tpv3"`
 	Local     string             `json:"local"`
 	Peer      string             `json:"peer"`
@@ -291,53 +286,6 @@ func (p *Port) Status() PortStatus {
 	st.InnerMTU, st.Underlay = p.tun.InnerMTU(), &u
 	st.Ring = p.pump.Occupancy()
 	return st
-}
-
-// FrontEndStatus is the QEMU side of a port: what it is, whether a VM is
-// attached, and its counters (those that do not apply stay 0).
-type FrontEndStatus struct {
-	Kind           string `json:"kind"` // "stream" or "vhost-user"
-	Address        string `json:"address"`
-	Connected      bool   `json:"connected"`
-	Connections    uint64 `json:"connections"`
-	ProtocolErrors uint64 `json:"protocol_errors"` // stream: bad length prefix; vhost-user: bad message
-	RingViolations uint64 `json:"ring_violations"`
-	FromVMDropped  uint64 `json:"from_vm_dropped"`
-	ToVMDropped    uint64 `json:"to_vm_dropped"`
-	Waits          uint64 `json:"waits"`      // times the VM could not take frames
-	WaitNanos      uint64 `json:"wait_nanos"` // time spent waiting for it (stream)
-	MTU            int    `json:"mtu,omitempty"`
-	OfferedMTU     int    `json:"offered_mtu,omitempty"` // vhost-user: VIRTIO_NET_F_MTU offered
-	// vhost-user guest offloads: whether CSUM/TSO are offered, frames whose
-	// checksum was completed, TSO super-frames cut into segments.
-	Offload           bool          `json:"offload,omitempty"`
-	ChecksummedFrames uint64        `json:"csum_frames,omitempty"`
-	SegmentedFrames   uint64        `json:"tso_frames,omitempty"`
-	Queues            []QueueStatus `json:"queues,omitempty"` // vhost-user: per queue pair
-	RefusedPeers      uint64        `json:"refused_peers"`    // connections refused by allow-uid=
-}
-
-// String names the front end as logs print it (vhost-user: with its queue
-// pairs and offered MTU).
-func (f FrontEndStatus) String() string { return f.Kind + " " + f.Address + f.vhostDetails() }
-
-// streamFrontEnd runs a Stream through the port's pump.
-type streamFrontEnd struct {
-	*Stream
-	pump *pump.Pump
-}
-
-// Run serves QEMU connections through the pump.
-func (s *streamFrontEnd) Run(ctx context.Context) error { return s.Stream.Run(ctx, s.pump) }
-
-// Status reports the stream front end.
-func (s *streamFrontEnd) Status() FrontEndStatus {
-	s.mu.Lock()
-	connected := s.cur != nil
-	s.mu.Unlock()
-	return FrontEndStatus{Kind: "stream", Address: s.addr.String(), Connected: connected,
-		Connections: s.Stats.Connections.Load(), ProtocolErrors: s.Stats.BadLength.Load(),
-		Waits: s.Stats.Stalls.Load(), WaitNanos: s.Stats.StallNanos.Load(), RefusedPeers: s.guard.Refused()}
 }
 
 // DropLogInterval bounds drop logging: each reason at most once per interval.

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/frontend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser/vhosttest"
 )
@@ -44,9 +46,9 @@ func newVhostRig(tb testing.TB, queues int) *vhostRig {
 	}
 	sock := filepath.Join(tb.TempDir(), "vu.sock")
 	cfg := PortConfig{Name: "bench", L2TP: mine, Batch: 64,
-		VhostUser: &VhostUserAddr{Path: sock, Server: true, Queues: queues, MTU: 1500}}
+		VhostUser: &frontend.VhostUserAddr{Path: sock, Server: true, Queues: queues, MTU: 1500}}
 	r := &vhostRig{}
-	if r.port, err = OpenPort(cfg, discardLogger()); err != nil {
+	if r.port, err = OpenPort(cfg, testlog.Discard()); err != nil {
 		tb.Fatal(err)
 	}
 	r.port.Start()

@@ -2,7 +2,6 @@ package vhostuser
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -281,18 +280,17 @@ func (a *announcer) Announce(mac net.HardwareAddr, frame []byte) { a.frames <- f
 // TestSendRARPAnnounces checks SEND_RARP hands the Handler a RARP frame for the MAC in
 // the body's first six bytes (golden bytes).
 func TestSendRARPAnnounces(t *testing.T) {
-	fe, fd, err := vhosttest.Pair()
+	fe, conn, err := vhosttest.Pair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &announcer{recorder: newRecorder(), frames: make(chan []byte, 1)}
-	srv, err := FromFD(fd, Config{Logger: testLogger()}, h)
-	unix.Close(fd)
+	srv, err := New(Config{Logger: testLogger()}, h)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(context.Background()) }()
+	go func() { done <- srv.ServeConn(conn) }()
 	defer func() { fe.Close(); srv.Close(); <-done }()
 	if _, err := fe.Negotiate(allFeatures, allProto|vhosttest.PRARP); err != nil {
 		t.Fatal(err)

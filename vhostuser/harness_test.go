@@ -2,7 +2,6 @@ package vhostuser
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"log/slog"
 	"os"
@@ -94,7 +93,7 @@ type rig struct {
 	once   sync.Once
 }
 
-// newRig starts a server through FromFD on a socketpair, negotiates, shares 8 MiB of guest
+// newRig serves one end of a socketpair, negotiates, shares 8 MiB of guest
 // memory and (unless noStart) starts queue pair 0.
 func newRig(t testing.TB, o rigOpts) *rig {
 	t.Helper()
@@ -111,17 +110,16 @@ func newRig(t testing.TB, o rigOpts) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fe, fd, err := vhosttest.Pair()
+	fe, conn, err := vhosttest.Pair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &rig{t: t, fe: fe, mem: mem, h: newRecorder(), done: make(chan error, 1)}
-	r.srv, err = FromFD(fd, Config{Queues: max(o.queues, 1), MTU: 1500, Logger: testLogger()}, r.h)
-	unix.Close(fd)
+	r.srv, err = New(Config{Queues: max(o.queues, 1), MTU: 1500, Logger: testLogger()}, r.h)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { r.done <- r.srv.Serve(context.Background()) }()
+	go func() { r.done <- r.srv.ServeConn(conn) }()
 	t.Cleanup(r.close)
 	if _, err := fe.Negotiate(o.features, o.proto); err != nil {
 		t.Fatal(err)
@@ -154,7 +152,7 @@ func (r *rig) start() {
 	r.q = r.h.waitStarted(r.t)
 }
 
-// close ends the connection, waits for Serve and releases the guest; only once.
+// close ends the connection, waits for ServeConn and releases the guest; only once.
 func (r *rig) close() { r.once.Do(r.doClose) }
 
 // doClose is close's body.
@@ -164,7 +162,7 @@ func (r *rig) doClose() {
 	select {
 	case <-r.done:
 	case <-time.After(5 * time.Second):
-		r.t.Error("Serve did not return")
+		r.t.Error("ServeConn did not return")
 	}
 	if r.rx != nil {
 		r.rx.Close()

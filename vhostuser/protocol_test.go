@@ -1,11 +1,9 @@
 package vhostuser
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"net"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -22,21 +20,20 @@ type served struct {
 	done chan error
 }
 
-// newServed starts a FromFD server for cfg; Cleanup closes it.
+// newServed serves one end of a socketpair for cfg; Cleanup closes it.
 func newServed(t *testing.T, cfg Config) *served {
 	t.Helper()
-	fe, fd, err := vhosttest.Pair()
+	fe, conn, err := vhosttest.Pair()
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &served{fe: fe, h: newRecorder(), done: make(chan error, 1)}
 	cfg.Logger = testLogger()
-	s.srv, err = FromFD(fd, cfg, s.h)
-	unix.Close(fd)
+	s.srv, err = New(cfg, s.h)
 	if err != nil {
 		t.Fatal(err)
 	}
-	go func() { s.done <- s.srv.Serve(context.Background()) }()
+	go func() { s.done <- s.srv.ServeConn(conn) }()
 	t.Cleanup(func() {
 		fe.Close()
 		s.srv.Close()
@@ -253,12 +250,17 @@ func TestFDsReleased(t *testing.T) {
 func TestReconnect(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "vu.sock")
 	h := newRecorder()
-	srv, err := Listen(path, Config{Logger: testLogger()}, h)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv, err := New(Config{Logger: testLogger()}, h)
 	if err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- srv.Serve(context.Background()) }()
+	go func() { done <- serveListener(srv, ln) }()
 	mem, err := vhosttest.NewMemory(1<<20, false)
 	if err != nil {
 		t.Fatal(err)
@@ -304,73 +306,25 @@ func TestReconnect(t *testing.T) {
 		t.Errorf("stats %+v", st)
 	}
 	srv.Close()
+	if fe, err := vhosttest.Dial(path); err == nil { // handed to a closed server
+		defer fe.Close()
+	}
 	if err := <-done; !errors.Is(err, ErrServerClosed) {
-		t.Errorf("Serve = %v", err)
+		t.Errorf("ServeConn = %v", err)
 	}
 }
 
-// TestDial connects to a front end that starts listening late, serves it, and redials.
-func TestDial(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "qemu.sock")
-	h := newRecorder()
-	srv, err := Dial(path, Config{Logger: testLogger()}, h)
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(context.Background()) }()
-	time.Sleep(80 * time.Millisecond)
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	for range 2 {
+// serveListener hands each connection ln accepts to srv, as the front end's listener
+// does, until srv refuses one.
+func serveListener(srv *Server, ln *net.UnixListener) error {
+	for {
 		c, err := ln.AcceptUnix()
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
-		fe := &vhosttest.FrontEnd{Conn: c}
-		if n, err := fe.Get(vhosttest.GetQueueNum, nil); err != nil || n != 1 {
-			t.Fatalf("GET_QUEUE_NUM = %d, %v", n, err)
+		if err := srv.ServeConn(c); errors.Is(err, ErrServerClosed) {
+			return err
 		}
-		fe.Close()
-	}
-	srv.Close()
-	if err := <-done; !errors.Is(err, ErrServerClosed) {
-		t.Errorf("Serve = %v", err)
-	}
-}
-
-// TestFromFDListening serves through an inherited listening socket and ends with ctx.
-func TestFromFDListening(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "vu.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, _ := ln.File()
-	ln.SetUnlinkOnClose(false)
-	ln.Close()
-	srv, err := FromFD(int(f.Fd()), Config{Queues: 4, Logger: testLogger()}, newRecorder())
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx) }()
-	fe, err := vhosttest.Dial(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fe.Close()
-	if n, err := fe.Get(vhosttest.GetQueueNum, nil); err != nil || n != 4 {
-		t.Fatalf("GET_QUEUE_NUM = %d, %v", n, err)
-	}
-	cancel()
-	if err := <-done; !errors.Is(err, context.Canceled) {
-		t.Errorf("Serve = %v", err)
 	}
 }
 
@@ -391,33 +345,6 @@ func TestMultiQueue(t *testing.T) {
 	r.tx.PublishKick()
 	if got := readN(t, q, 1); len(got[0]) != 77 {
 		t.Fatal("wrong frame on pair 1")
-	}
-}
-
-// TestListenStaleSocket replaces a dead socket file but never a regular file.
-func TestListenStaleSocket(t *testing.T) {
-	dir := t.TempDir()
-	stale := filepath.Join(dir, "stale.sock")
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: stale, Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln.SetUnlinkOnClose(false)
-	ln.Close() // the file stays, nobody listens
-	srv, err := Listen(stale, Config{Logger: testLogger()}, newRecorder())
-	if err != nil {
-		t.Fatalf("stale socket not replaced: %v", err)
-	}
-	srv.Close()
-	plain := filepath.Join(dir, "plain")
-	if err := os.WriteFile(plain, []byte("keep"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := Listen(plain, Config{}, newRecorder()); err == nil {
-		t.Fatal("Listen replaced a regular file")
-	}
-	if b, _ := os.ReadFile(plain); string(b) != "keep" {
-		t.Fatal("regular file damaged")
 	}
 }
 

@@ -1,19 +1,14 @@
 package vhostuser
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"sync"
 	"syscall"
-	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Config configures a vhost-user net device. Zero values select the defaults.
@@ -33,9 +28,6 @@ type Config struct {
 	// Logger receives connection-level events; nothing is logged per packet. Default:
 	// slog.Default().
 	Logger *slog.Logger
-	// Allow, when set, vets each accepted front end before any message is read (e.g. its
-	// SO_PEERCRED uid); a connection it refuses is closed and the next one awaited.
-	Allow func(c *net.UnixConn) bool
 }
 
 // withDefaults validates cfg and fills in its defaults.
@@ -70,29 +62,27 @@ type Handler interface {
 	QueuePairStopped(i int)
 }
 
-// ErrServerClosed is returned by Serve after Close.
+// ErrServerClosed is returned by ServeConn after Close.
 var ErrServerClosed = errors.New("vhostuser: server closed")
 
-// Server is a vhost-user net back end serving one front end at a time.
+// Server is a vhost-user net back end serving one front end at a time, on
+// connections it is handed (ServeConn): where they come from, and who may
+// connect, is the caller's policy.
 type Server struct {
 	cfg Config
 	h   Handler
 	log *slog.Logger
 
-	ln       *net.UnixListener // Listen, or FromFD with a listening socket
-	dialPath string            // Dial
-	conn     *net.UnixConn     // FromFD with a connected socket, until served
-
 	// mu guards the fields below.
-	mu       sync.Mutex
-	cur      *session
-	closed   bool
-	closedCh chan struct{}
-	totals   Stats
+	mu     sync.Mutex
+	cur    *session
+	closed bool
+	totals Stats
 }
 
-// newServer validates cfg and h for the constructors.
-func newServer(cfg Config, h Handler) (*Server, error) {
+// New validates cfg and h and returns a server for the connections
+// ServeConn is given.
+func New(cfg Config, h Handler) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
@@ -100,204 +90,20 @@ func newServer(cfg Config, h Handler) (*Server, error) {
 	if h == nil {
 		return nil, errors.New("vhostuser: nil Handler")
 	}
-	return &Server{cfg: cfg, h: h, log: cfg.Logger, closedCh: make(chan struct{}),
-		totals: Stats{Queues: make([]QueueStats, cfg.Queues)}}, nil
+	return &Server{cfg: cfg, h: h, log: cfg.Logger, totals: Stats{Queues: make([]QueueStats, cfg.Queues)}}, nil
 }
 
-// Listen creates the socket at path for QEMU to connect to (-chardev socket,path=…,
-// reconnect=1). A stale socket file nobody listens on is replaced; the file is removed on
-// Close.
-func Listen(path string, cfg Config, h Handler) (*Server, error) {
-	s, err := newServer(cfg, h)
-	if err != nil {
-		return nil, err
-	}
-	addr := &net.UnixAddr{Name: path, Net: "unix"}
-	ln, err := net.ListenUnix("unix", addr)
-	if errors.Is(err, syscall.EADDRINUSE) {
-		// Replace only a socket nobody listens on; never another kind of file.
-		if fi, serr := os.Lstat(path); serr == nil && fi.Mode()&os.ModeSocket != 0 {
-			if c, derr := net.Dial("unix", path); derr == nil {
-				c.Close()
-			} else if errors.Is(derr, syscall.ECONNREFUSED) {
-				os.Remove(path)
-				ln, err = net.ListenUnix("unix", addr)
-			}
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("vhostuser: listen %s: %w", path, err)
-	}
-	ln.SetUnlinkOnClose(true)
-	s.ln = ln
-	return s, nil
-}
-
-// Dial returns a server that connects to a QEMU chardev listening at path (server=on),
-// retrying until it answers and again after each disconnection; nothing is dialled before
-// Serve.
-func Dial(path string, cfg Config, h Handler) (*Server, error) {
-	s, err := newServer(cfg, h)
-	if err != nil {
-		return nil, err
-	}
-	s.dialPath = path
-	return s, nil
-}
-
-// FromFD adopts an inherited AF_UNIX stream socket (the --fd convention of vhost-user back
-// ends): a listening socket is served like Listen, a connected one serves that single front
-// end and Serve returns when it leaves. The fd is duplicated; the caller may close its copy.
-func FromFD(fd int, cfg Config, h Handler) (*Server, error) {
-	s, err := newServer(cfg, h)
-	if err != nil {
-		return nil, err
-	}
-	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
-	if err != nil || typ != unix.SOCK_STREAM {
-		return nil, fmt.Errorf("vhostuser: fd %d is not a stream socket", fd)
-	}
-	listening, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_ACCEPTCONN)
-	if err != nil {
-		return nil, fmt.Errorf("vhostuser: fd %d: %w", fd, err)
-	}
-	f := os.NewFile(uintptr(fd), "vhost-user")
-	defer f.Close() // only our os.File wrapper; net keeps a duplicate
-	if listening == 1 {
-		l, err := net.FileListener(f)
-		if err != nil {
-			return nil, fmt.Errorf("vhostuser: fd %d: %w", fd, err)
-		}
-		ul, ok := l.(*net.UnixListener)
-		if !ok {
-			l.Close()
-			return nil, fmt.Errorf("vhostuser: fd %d is not a unix socket", fd)
-		}
-		s.ln = ul
-		return s, nil
-	}
-	c, err := net.FileConn(f)
-	if err != nil {
-		return nil, fmt.Errorf("vhostuser: fd %d: %w", fd, err)
-	}
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		c.Close()
-		return nil, fmt.Errorf("vhostuser: fd %d is not a unix socket", fd)
-	}
-	s.conn = uc
-	return s, nil
-}
-
-// Serve serves front ends one after the other until Close or ctx ends (which closes the
-// server); it returns only after QueuePairStopped was called for every started pair.
-// It returns ErrServerClosed, ctx.Err(), nil when the single front end of a connected
-// FromFD socket left, or the listener's error.
-func (s *Server) Serve(ctx context.Context) error {
-	stop := context.AfterFunc(ctx, func() { s.Close() })
-	defer stop()
-	for {
-		c, err := s.next()
-		if err != nil {
-			if s.isClosed() {
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				return ErrServerClosed
-			}
-			return err
-		}
-		if c == nil {
-			return nil // the one connection of a connected FromFD socket is done
-		}
-		s.serveConn(c)
-	}
-}
-
-// isClosed reports whether Close was called.
-func (s *Server) isClosed() bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.closed
-}
-
-// next returns the next front-end connection: accepted, dialled (with retries) or the
-// inherited one; nil, nil once an inherited connection has been served.
-func (s *Server) next() (*net.UnixConn, error) {
-	switch {
-	case s.ln != nil:
-		for {
-			c, err := s.ln.AcceptUnix()
-			if err == nil && s.cfg.Allow != nil && !s.cfg.Allow(c) {
-				c.Close() // refused; Allow counts and logs it
-				continue
-			}
-			if err == nil || s.isClosed() {
-				return c, err
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
-				s.log.Warn("vhostuser: accept", "err", err)
-				if !s.sleep(100 * time.Millisecond) {
-					return nil, ErrServerClosed
-				}
-				continue
-			}
-			return nil, err
-		}
-	case s.dialPath != "":
-		return s.dial()
-	default:
-		s.mu.Lock()
-		c := s.conn
-		s.conn = nil
-		closed := s.closed
-		s.mu.Unlock()
-		if closed {
-			return nil, ErrServerClosed
-		}
-		return c, nil
-	}
-}
-
-// dial connects to the front end, retrying with backoff until it answers or Close.
-func (s *Server) dial() (*net.UnixConn, error) {
-	delay := 50 * time.Millisecond
-	for attempt := 0; ; attempt++ {
-		c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: s.dialPath, Net: "unix"})
-		if err == nil {
-			return c, nil
-		}
-		if attempt == 0 {
-			s.log.Info("vhostuser: waiting for the front end", "path", s.dialPath, "err", err)
-		}
-		if !s.sleep(delay) {
-			return nil, ErrServerClosed
-		}
-		delay = min(2*delay, time.Second)
-	}
-}
-
-// sleep waits d unless the server closes first, which it reports as false.
-func (s *Server) sleep(d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-s.closedCh:
-		return false
-	}
-}
-
-// serveConn runs one front end's session to its end and folds its counters into the totals.
-func (s *Server) serveConn(c *net.UnixConn) {
+// ServeConn runs one front end's session on c to its end, folds its counters into the
+// totals and closes c. It returns once QueuePairStopped was called for every started pair:
+// nil when the front end left, ErrServerClosed after Close, or the error that ended the
+// connection (a refused message, counted in ProtocolErrors).
+func (s *Server) ServeConn(c *net.UnixConn) error {
 	sess := newSession(&s.cfg, s.h, s.log, newUnixTransport(c))
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
 		c.Close()
-		return
+		return ErrServerClosed
 	}
 	s.cur = sess
 	s.totals.Connections++
@@ -316,11 +122,16 @@ func (s *Server) serveConn(c *net.UnixConn) {
 	}
 	s.mu.Unlock()
 	c.Close()
-	if isDisconnect(err) || closing {
+	switch {
+	case closing:
 		s.log.Info("vhostuser: front end disconnected")
-	} else {
-		s.log.Warn("vhostuser: ending connection", "reason", err.Error())
+		return ErrServerClosed
+	case err == nil, isDisconnect(err):
+		s.log.Info("vhostuser: front end disconnected")
+		return nil
 	}
+	s.log.Warn("vhostuser: ending connection", "reason", err.Error())
+	return err
 }
 
 // isDisconnect reports whether err is the front end (or Close) ending the connection
@@ -330,9 +141,9 @@ func isDisconnect(err error) bool {
 		errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET)
 }
 
-// Close stops accepting or dialling and ends the current connection; Serve then stops the
+// Close ends the current connection and refuses further ones; ServeConn then stops the
 // queue pairs and returns. It does not wait for that, so it may be called from anywhere
-// except that Handler methods must not wait for Serve to return.
+// except that Handler methods must not wait for ServeConn to return.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -340,21 +151,12 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	close(s.closedCh)
-	cur, conn := s.cur, s.conn
-	s.conn = nil
+	cur := s.cur
 	s.mu.Unlock()
-	var err error
-	if s.ln != nil {
-		err = s.ln.Close()
-	}
 	if cur != nil {
 		cur.t.close()
 	}
-	if conn != nil {
-		conn.Close()
-	}
-	return err
+	return nil
 }
 
 // Stats returns the counters of every connection so far, the live one included.

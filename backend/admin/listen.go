@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/frontend"
 )
 
 // DefaultPath is where the daemon's admin socket lives unless --admin says.
@@ -17,21 +17,21 @@ const DefaultPath = "/run/l2tpv3-netdev/admin.sock"
 // Listen opens the admin socket spec names: PATH, optionally followed by
 // the access keys the front ends' sockets take (",owner=USER|UID",
 // ",group=GROUP|GID", ",mode=OCTAL", ",allow-uid=USER|UID"; see
-// backend.Access), e.g. "/run/l2tpv3-netdev/admin.sock,group=kvm,mode=0660".
+// frontend.Access), e.g. "/run/l2tpv3-netdev/admin.sock,group=kvm,mode=0660".
 // Without them the socket is mode 0600, the daemon's user's alone. Its
 // directory is created (0700) if missing. A stale socket file (nobody
 // listening) is replaced; one in use, or a file that is not a socket, is
 // refused. The file is removed when the listener closes. Connections that
 // allow-uid= refuses are logged on log.
 func Listen(spec string, log *slog.Logger) (net.Listener, error) {
-	path, access, err := backend.ParseUnixSpec(spec)
+	path, access, err := frontend.ParseUnixSpec(spec)
 	if err != nil {
 		return nil, fmt.Errorf("admin socket %q: %w", spec, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}
-	ln, err := backend.ListenUnix(path, access, log)
+	ln, err := frontend.ListenUnix(path, access, log)
 	if err != nil {
 		return nil, fmt.Errorf("admin socket %s: %w", path, err)
 	}

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/frontend"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 )
 
@@ -82,9 +83,9 @@ func (s *Server) Refuse(spec backend.PortSpec, err error) {
 	st := backend.PortStatus{Name: spec.Name, SessionID: sessionOf(spec), Error: msg, L2TPv3: spec.L2TPv3}
 	switch {
 	case spec.VhostUser != "":
-		st.FrontEnd = backend.FrontEndStatus{Kind: "vhost-user", Address: spec.VhostUser}
+		st.FrontEnd = frontend.Status{Kind: "vhost-user", Address: spec.VhostUser}
 	case spec.Stream != "":
-		st.FrontEnd = backend.FrontEndStatus{Kind: "stream", Address: spec.Stream}
+		st.FrontEnd = frontend.Status{Kind: "stream", Address: spec.Stream}
 	}
 	s.remember(st)
 }
@@ -112,9 +113,9 @@ func failedStatus(cfg backend.PortConfig, err error) backend.PortStatus {
 		L2TPv3: cfg.L2TP.String()}
 	switch {
 	case cfg.VhostUser != nil:
-		st.FrontEnd = backend.FrontEndStatus{Kind: "vhost-user", Address: cfg.VhostUser.Path}
+		st.FrontEnd = frontend.Status{Kind: "vhost-user", Address: cfg.VhostUser.Path}
 	case cfg.Stream != nil:
-		st.FrontEnd = backend.FrontEndStatus{Kind: "stream", Address: cfg.Stream.String()}
+		st.FrontEnd = frontend.Status{Kind: "stream", Address: cfg.Stream.String()}
 	}
 	return st
 }

@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend/metrics"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 )
 
@@ -183,24 +183,6 @@ func TestListen(t *testing.T) {
 // quiet is a logger for tests that do not read the log.
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// lockedBuffer is a log destination read while the server writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // The admin socket takes the front ends' access keys: group= and mode=
 // shape the file, owner= chowns it (root only), allow-uid= serves only that
 // peer UID (another is closed unanswered and logged). A client given the
@@ -224,7 +206,7 @@ func TestListenAccess(t *testing.T) {
 	gid := os.Getgid()
 	spec := fmt.Sprintf("%s/a.sock,group=%d,mode=0660", dir, gid)
 	os.Chmod(dir, 0o700)
-	var warn lockedBuffer
+	var warn testlog.Buffer
 	if _, err := serve(spec, slog.New(slog.NewTextHandler(&warn, nil))).Ports(ctx(t)); err != nil {
 		t.Fatalf("client of %q: %v", spec, err)
 	}
@@ -236,7 +218,7 @@ func TestListenAccess(t *testing.T) {
 		t.Errorf("no warning for a 0660 socket in a 0700 directory: %q", warn.String())
 	}
 	os.Chmod(dir, 0o711)
-	var quietDir lockedBuffer
+	var quietDir testlog.Buffer
 	serve(dir+"/c.sock,mode=0666", slog.New(slog.NewTextHandler(&quietDir, nil)))
 	if quietDir.String() != "" {
 		t.Errorf("a warning with the directory 0711: %q", quietDir.String())
@@ -251,7 +233,7 @@ func TestListenAccess(t *testing.T) {
 	if _, err := serve(fmt.Sprintf("%s/me.sock,allow-uid=%d", dir, os.Geteuid()), quiet).Ports(ctx(t)); err != nil {
 		t.Errorf("allow-uid=self: %v", err)
 	}
-	var log lockedBuffer
+	var log testlog.Buffer
 	other := serve(fmt.Sprintf("%s/other.sock,allow-uid=%d", dir, os.Geteuid()+1), slog.New(slog.NewTextHandler(&log, nil)))
 	if _, err := other.Ports(ctx(t)); err == nil {
 		t.Error("allow-uid=another: served")

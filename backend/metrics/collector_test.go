@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/frontend"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 )
@@ -27,10 +28,10 @@ func fakePorts(n *atomic.Uint64) func() []backend.PortStatus {
 		return []backend.PortStatus{
 			{Name: "vm1", SessionID: 32, State: backend.PortRunning, Uptime: 3, Session: s,
 				Ring: pump.RingOccupancy{ToVM: int64(k), ToNetwork: 64},
-				FrontEnd: backend.FrontEndStatus{Kind: "stream", Address: "unix:/x", Connected: true, Connections: 1,
+				FrontEnd: frontend.Status{Kind: "stream", Address: "unix:/x", Connected: true, Connections: 1,
 					Waits: k, WaitNanos: uint64(k) * 1e9}},
 			{Name: "vm2", SessionID: 33, State: backend.PortFailed, Error: "boom",
-				FrontEnd: backend.FrontEndStatus{Kind: "vhost-user", Address: "/y", Queues: []backend.QueueStatus{{FromVM: k, ToVM: k}}}},
+				FrontEnd: frontend.Status{Kind: "vhost-user", Address: "/y", Queues: []frontend.QueueStatus{{FromVM: k, ToVM: k}}}},
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/frontend"
 )
 
 // daemonOptions are the settings beyond one port: the config file, the
@@ -88,7 +89,7 @@ func (d *daemonOptions) finish(o *options, fs *flag.FlagSet, spec backend.PortSp
 		d.nPorts++
 	}
 	if d.admin != "" {
-		if _, _, err := backend.ParseUnixSpec(d.admin); err != nil {
+		if _, _, err := frontend.ParseUnixSpec(d.admin); err != nil {
 			return fmt.Errorf("--admin %q: %w", d.admin, err)
 		}
 	}

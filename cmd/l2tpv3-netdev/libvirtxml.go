@@ -13,6 +13,7 @@ import (
 	"strings"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/frontend"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 )
 
@@ -48,7 +49,7 @@ type libvirtRequest struct {
 	ID        string
 	MAC       net.HardwareAddr
 	Generated bool // MAC derived from ID and socket path, not given
-	Vhost     backend.VhostUserAddr
+	Vhost     frontend.VhostUserAddr
 	MTU       int            // interface MTU; 0: none
 	Underlay  *l2tp.Underlay // what MTU was derived from; nil: mtu= given, or no --l2tpv3
 	L2TPv3    string         // the --l2tpv3 string, "" if not given
@@ -132,8 +133,8 @@ func parseLibvirtArgs(args []string, out io.Writer) (libvirtRequest, error) {
 
 // parseLibvirtVhost takes the sidecar's own --vhost-user syntax (so what is
 // printed is what the sidecar accepts) plus libvirt's limits on the path.
-func parseLibvirtVhost(spec string) (backend.VhostUserAddr, error) {
-	a, err := backend.ParseVhostUserAddr(spec)
+func parseLibvirtVhost(spec string) (frontend.VhostUserAddr, error) {
+	a, err := frontend.ParseVhostUserAddr(spec)
 	switch {
 	case err != nil:
 		return a, err
@@ -186,7 +187,7 @@ func generatedMAC(id, path string) net.HardwareAddr {
 // one the sidecar offers by default for the --l2tpv3 options (what the
 // underlay MTU carries: underlay-mtu=, else the route toward dst on this
 // host), with that underlay; else none.
-func libvirtMTU(a backend.VhostUserAddr, l2tpv3 string) (int, *l2tp.Underlay, error) {
+func libvirtMTU(a frontend.VhostUserAddr, l2tpv3 string) (int, *l2tp.Underlay, error) {
 	if l2tpv3 == "" {
 		return a.MTU, nil, nil
 	}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend/admin"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/frontend"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/qmp"
 )
 
@@ -227,7 +228,7 @@ func checkQMPAndID(fs *flag.FlagSet, qmpAddr, id string, timeout time.Duration) 
 // vhost-user spec and sets the NIC's kind.
 func (r *plugRequest) frontEnd() error {
 	if r.Spec.VhostUser != "" {
-		a, err := backend.ParseVhostUserAddr(r.Spec.VhostUser)
+		a, err := frontend.ParseVhostUserAddr(r.Spec.VhostUser)
 		if err != nil {
 			return err
 		}
@@ -244,7 +245,7 @@ func (r *plugRequest) frontEnd() error {
 		r.Spec.VhostUser, err = absFirst(r.Spec.VhostUser, "")
 		return err
 	}
-	a, err := backend.ParseStreamAddr(r.Spec.Stream)
+	a, err := frontend.ParseStreamAddr(r.Spec.Stream)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
 )
 
 var (
@@ -40,35 +42,17 @@ func buildDaemon(t *testing.T) string {
 	return daemonBin
 }
 
-// syncBuffer is a process's stderr, read while it is written.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // daemonProc is a running daemon.
 type daemonProc struct {
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *testlog.Buffer
 	done chan error
 }
 
 // startDaemon runs the daemon with args; it is stopped at cleanup.
 func startDaemon(t *testing.T, args ...string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{cmd: exec.Command(buildDaemon(t), args...), log: new(syncBuffer), done: make(chan error, 1)}
+	d := &daemonProc{cmd: exec.Command(buildDaemon(t), args...), log: new(testlog.Buffer), done: make(chan error, 1)}
 	d.cmd.Stderr = d.log
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)

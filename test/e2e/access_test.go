@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
 	"golang.org/x/sys/unix"
 )
 
@@ -68,7 +69,7 @@ func asNobody(netRaw bool) []string {
 // waits for its ready line; stopped with SIGTERM at cleanup.
 func startPrefixed(t *testing.T, prefix []string, bin string, args ...string) *sidecar {
 	t.Helper()
-	s := &sidecar{t: t, stderr: new(lockedBuffer), done: make(chan struct{})}
+	s := &sidecar{t: t, stderr: new(testlog.Buffer), done: make(chan struct{})}
 	argv := append(append(prefix[1:], bin), args...)
 	s.cmd = exec.Command(prefix[0], argv...)
 	s.cmd.Stderr = s.stderr

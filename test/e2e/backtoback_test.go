@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/test/guest"
 )
 
@@ -96,7 +97,7 @@ func startCapture(t *testing.T, filter string) *tsharkCapture {
 	c := &tsharkCapture{file: filepath.Join(t.TempDir(), "cap.pcap")}
 	os.WriteFile(c.file, nil, 0o644) // tshark as root drops privileges; let it write
 	os.Chmod(filepath.Dir(c.file), 0o777)
-	log := new(lockedBuffer)
+	log := new(testlog.Buffer)
 	c.cmd = exec.Command("tshark", "-q", "-i", "lo", "-f", filter, "-w", c.file)
 	c.cmd.Stderr = log
 	if err := c.cmd.Start(); err != nil {
@@ -130,7 +131,7 @@ func checkCapture(t *testing.T, file string, port int) {
 		"-o", "l2tp.cookie_size:4 Byte Cookie", "-o", "l2tp.l2_specific:Default L2-Specific",
 		"-Y", fmt.Sprintf("udp.srcport==%d && icmp", port),
 		"-T", "fields", "-E", "separator=,", "-e", "l2tp.sid", "-e", "l2tp.cookie", "-e", "icmp.type")
-	errs := new(lockedBuffer)
+	errs := new(testlog.Buffer)
 	cmd.Stderr = errs
 	out, err := cmd.Output()
 	if err != nil {

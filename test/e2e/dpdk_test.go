@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/test/guest"
 )
@@ -98,7 +99,7 @@ func runTestpmd(t *testing.T, sc *sidecar, bin, sock, mode string, during func(s
 	if err != nil {
 		t.Fatal(err)
 	}
-	out := new(lockedBuffer)
+	out := new(testlog.Buffer)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

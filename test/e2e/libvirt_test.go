@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/test/guest"
 )
 
@@ -130,7 +131,7 @@ func virshReachable() bool {
 // startDaemon runs a libvirt daemon in the foreground until the test ends.
 func startDaemon(t *testing.T, name string) {
 	t.Helper()
-	log := new(lockedBuffer)
+	log := new(testlog.Buffer)
 	cmd := exec.Command(name)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}

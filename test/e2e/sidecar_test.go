@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
 )
 
 // sidecarBin is the l2tpv3-netdev binary built once for the whole run.
@@ -42,29 +43,11 @@ func buildSidecar(t testing.TB) string {
 	return sidecarBin
 }
 
-// lockedBuffer collects a process's stderr while tests read it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // sidecar is a running l2tpv3-netdev process.
 type sidecar struct {
 	t      testing.TB
 	cmd    *exec.Cmd
-	stderr *lockedBuffer
+	stderr *testlog.Buffer
 	done   chan struct{}
 }
 
@@ -72,7 +55,7 @@ type sidecar struct {
 // it is stopped with SIGTERM at cleanup and its log shown on failure.
 func startSidecar(t testing.TB, args ...string) *sidecar {
 	t.Helper()
-	s := &sidecar{t: t, stderr: new(lockedBuffer), done: make(chan struct{})}
+	s := &sidecar{t: t, stderr: new(testlog.Buffer), done: make(chan struct{})}
 	s.cmd = exec.Command(buildSidecar(t), append([]string{"--log-level", "debug"}, args...)...)
 	s.cmd.Stderr = s.stderr
 	if err := s.cmd.Start(); err != nil {

@@ -174,7 +174,7 @@ func tsoTransfer(t *testing.T, admin string, from, to *guest.VM, port, addr, fil
 	if tso <= tso0 {
 		why := "the sidecar counted no GSO super-frame from the guest"
 		if !tsoOK {
-			// backend.FrontEndStatus omits it when zero (omitempty);
+			// frontend.Status omits it when zero (omitempty);
 			// a sidecar without guest offloads has no such field at all.
 			why = "front_end shows no tso_frames: zero, or a sidecar that does not count (or do) TSO"
 		}

@@ -79,20 +79,28 @@ type FrontEnd struct {
 }
 
 // Pair returns a front end and the back end's end of a connected socketpair, the latter
-// as a raw fd for vhostuser.FromFD (the caller closes it after FromFD duplicated it).
-func Pair() (*FrontEnd, int, error) {
+// for vhostuser.Server.ServeConn.
+func Pair() (*FrontEnd, *net.UnixConn, error) {
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return nil, -1, err
+		return nil, nil, err
 	}
-	f := os.NewFile(uintptr(fds[0]), "vhosttest-front-end")
-	defer f.Close()
-	c, err := net.FileConn(f)
-	if err != nil {
-		unix.Close(fds[1])
-		return nil, -1, err
+	var conns [2]*net.UnixConn
+	for i, fd := range fds {
+		f := os.NewFile(uintptr(fd), "vhosttest-pair")
+		c, err := net.FileConn(f) // a duplicate: f is closed either way
+		f.Close()
+		if err != nil {
+			if i == 0 {
+				unix.Close(fds[1])
+			} else {
+				conns[0].Close()
+			}
+			return nil, nil, err
+		}
+		conns[i] = c.(*net.UnixConn)
 	}
-	return &FrontEnd{Conn: c.(*net.UnixConn)}, fds[1], nil
+	return &FrontEnd{Conn: conns[0]}, conns[1], nil
 }
 
 // Dial connects a front end to a back end listening at path.

@@ -1,4 +1,4 @@
-package backend
+package frontend
 
 import (
 	"errors"
@@ -137,28 +137,6 @@ func ParseUnixSpec(spec string) (string, Access, error) {
 		}
 	}
 	return parts[0], a, nil
-}
-
-// ListenUnix listens on the unix socket path with access a, as the
-// front ends do: a stale socket file is replaced (one in use is refused),
-// the file is born 0600 and then given a's owner, group and mode, and is
-// removed when the listener closes; a connection from a peer allow-uid=
-// does not allow is closed before a byte is read, counted and logged (at
-// most once a second) on log.
-func ListenUnix(path string, a Access, log *slog.Logger) (net.Listener, error) {
-	if err := RemoveStaleSocket(path); err != nil {
-		return nil, err
-	}
-	var ln net.Listener
-	if err := BindPrivate(func() (err error) { ln, err = net.Listen("unix", path); return err }); err != nil {
-		return nil, fmt.Errorf("listen: %w", err)
-	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(true)
-	if err := a.apply(path); err != nil {
-		ln.Close()
-		return nil, err
-	}
-	return &guardedListener{ln, newPeerGuard(a, log, path)}, nil
 }
 
 // String renders the keys that differ from the defaults (",owner=107,mode=0660").

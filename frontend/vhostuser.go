@@ -1,4 +1,4 @@
-package backend
+package frontend
 
 import (
 	"context"
@@ -8,7 +8,9 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser"
@@ -87,64 +89,87 @@ func ParseVhostUserAddr(spec string) (VhostUserAddr, error) {
 // and forwards them through a Pump.
 type VhostUser struct {
 	srv    *vhostuser.Server
-	pump   *pump.Pump
+	l      *listener
 	log    *slog.Logger
 	addr   VhostUserAddr
+	pump   *pump.Pump   // set by Run before the first connection is served
 	active atomic.Int32 // queue pairs started and not yet stopped
-	guard  *peerGuard   // allow-uid= check on accept (server=on)
+
+	failOnce sync.Once
+	failed   atomic.Pointer[error] // the network error that ended the front end
 }
 
-// ListenVhostUser opens the vhost-user socket (or prepares to dial it),
-// gives the pump a.Queues queue pairs, and attaches each started queue pair
-// to the pump.
-func ListenVhostUser(a VhostUserAddr, batch int, pp *pump.Pump, log *slog.Logger) (*VhostUser, error) {
-	if err := pp.SetQueues(max(a.Queues, 1)); err != nil {
-		return nil, fmt.Errorf("--vhost-user %s: %w", a.Path, err)
-	}
-	v := &VhostUser{pump: pp, log: log, addr: a}
+// vhostRedial is the longest pause between dials of a QEMU server=on
+// chardev (server=off).
+const vhostRedial = time.Second
+
+// ListenVhostUser opens the vhost-user socket (or prepares to dial it).
+func ListenVhostUser(a VhostUserAddr, batch int, log *slog.Logger) (*VhostUser, error) {
+	v := &VhostUser{log: log, addr: a}
 	cfg := vhostuser.Config{Queues: a.Queues, MTU: a.MTU, NoOffload: a.NoOffload, BatchSize: batch, Logger: log}
 	var err error
-	if a.Server {
-		v.guard = newPeerGuard(a.Access, log, a.Path)
-		cfg.Allow = v.guard.allow
-		err = BindPrivate(func() (err error) { v.srv, err = vhostuser.Listen(a.Path, cfg, v); return err })
-		if err == nil {
-			if err = a.Access.apply(a.Path); err != nil {
-				v.srv.Close()
-			}
-		}
-	} else {
-		v.srv, err = vhostuser.Dial(a.Path, cfg, v)
+	if v.srv, err = vhostuser.New(cfg, v); err != nil {
+		return nil, fmt.Errorf("--vhost-user %s: %w", a.Path, err)
 	}
-	if err != nil {
+	if v.l, err = listen("unix", a.Path, a.Server, a.Access, vhostRedial, log); err != nil {
 		return nil, fmt.Errorf("--vhost-user %s: %w", a.Path, err)
 	}
 	return v, nil
 }
 
-// Run serves front ends until ctx ends or Close is called.
-func (v *VhostUser) Run(ctx context.Context) error {
-	err := v.srv.Serve(ctx)
-	if errors.Is(err, vhostuser.ErrServerClosed) || errors.Is(err, context.Canceled) {
-		return nil
+// Queues is the number of queue pairs offered (queues=).
+func (v *VhostUser) Queues() int { return max(v.addr.Queues, 1) }
+
+// Run serves QEMU's vhost-user connections, one at a time, attaching each
+// started queue pair to p, until ctx ends or Close is called (nil) or a
+// queue pair's network side fails (that error).
+func (v *VhostUser) Run(ctx context.Context, p *pump.Pump) error {
+	v.pump = p
+	err := v.l.serve(ctx, func(c net.Conn) error {
+		if uc, ok := c.(*net.UnixConn); ok {
+			v.srv.ServeConn(uc) // logged and counted by the server
+		} else {
+			c.Close()
+		}
+		return v.failure()
+	})
+	if f := v.failure(); f != nil {
+		return f
 	}
 	return err
 }
 
-// Close stops serving and removes the socket file.
-func (v *VhostUser) Close() error { return v.srv.Close() }
+// fail ends the front end for a queue pair's network error, as a stream
+// front end ends for one: the first error is kept and returned by Run.
+func (v *VhostUser) fail(err error) {
+	v.failOnce.Do(func() {
+		v.failed.Store(&err)
+		v.Close()
+	})
+}
 
-// Stats returns the vhost-user counters.
-func (v *VhostUser) Stats() vhostuser.Stats { return v.srv.Stats() }
+// failure is the network error that ended the front end, nil if none.
+func (v *VhostUser) failure() error {
+	if p := v.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Close stops serving and removes the socket file.
+func (v *VhostUser) Close() error {
+	v.srv.Close()
+	return v.l.close()
+}
 
 // Status reports the vhost-user front end.
-func (v *VhostUser) Status() FrontEndStatus {
+func (v *VhostUser) Status() Status {
 	s := v.srv.Stats()
-	st := FrontEndStatus{Kind: "vhost-user", Address: v.addr.Path, Connected: v.active.Load() > 0,
+	st := Status{Kind: "vhost-user", Address: v.addr.Path, Connected: v.active.Load() > 0,
 		Connections: s.Connections, ProtocolErrors: s.ProtocolErrors, RingViolations: s.RingViolations,
 		FromVMDropped: s.TXDropped, ToVMDropped: s.RXDropped, Waits: s.Waits, MTU: s.MTU,
 		ChecksummedFrames: s.TXChecksummed, SegmentedFrames: s.TXSegmented, Offload: !v.addr.NoOffload,
-		OfferedMTU: v.addr.MTU, Queues: make([]QueueStatus, len(s.Queues)), RefusedPeers: v.guard.Refused()}
+		OfferedMTU: v.addr.MTU, Queues: make([]QueueStatus, len(s.Queues)), RefusedPeers: v.l.refused()}
 	for i, q := range s.Queues {
 		st.Queues[i] = QueueStatus{FromVM: q.TXFrames, ToVM: q.RXFrames}
 	}
@@ -152,19 +177,21 @@ func (v *VhostUser) Status() FrontEndStatus {
 }
 
 // QueuePairStarted attaches a started queue pair to the pump; the pump's
-// Serve returns once the pair is stopped.
+// ServeQueue returns once the pair is stopped. A network error ends the
+// front end.
 func (v *VhostUser) QueuePairStarted(i int, q *vhostuser.QueuePair) {
 	v.log.Info("VM queue pair started", "queue", i)
 	v.active.Add(1)
 	go func() {
 		if err := v.pump.ServeQueue(i, q); pump.IsNetworkError(err) {
 			v.log.Error("network side failed", "queue", i, "err", err)
+			v.fail(err)
 		}
 	}()
 }
 
 // QueuePairStopped needs nothing: the pair's calls already returned and
-// Serve detaches it.
+// ServeQueue detaches it.
 func (v *VhostUser) QueuePairStopped(i int) {
 	v.active.Add(-1)
 	v.log.Info("VM queue pair stopped", "queue", i)
@@ -179,31 +206,4 @@ func (v *VhostUser) Announce(mac net.HardwareAddr, frame []byte) {
 		return
 	}
 	v.log.Info("announced the migrated guest to the network", "mac", mac.String())
-}
-
-// QueueStatus is one vhost-user queue pair's frame counts.
-type QueueStatus struct {
-	FromVM uint64 `json:"from_vm_frames"` // frames the guest sent on the pair
-	ToVM   uint64 `json:"to_vm_frames"`   // frames delivered into the pair
-}
-
-// vhostDetails is what String adds for vhost-user: " queues=N mtu=M".
-func (f FrontEndStatus) vhostDetails() string {
-	if f.OfferedMTU == 0 {
-		return ""
-	}
-	return fmt.Sprintf(" queues=%d mtu=%d", len(f.Queues), f.OfferedMTU)
-}
-
-// QueueCounts prints the per-queue-pair frame counts, "" without any:
-// "q0 from_vm=12 to_vm=10, q1 from_vm=3 to_vm=5".
-func (f FrontEndStatus) QueueCounts() string {
-	var b strings.Builder
-	for i, q := range f.Queues {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "q%d from_vm=%d to_vm=%d", i, q.FromVM, q.ToVM)
-	}
-	return b.String()
 }

@@ -1,8 +1,7 @@
-package backend
+package frontend
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -274,6 +273,3 @@ func (s *StreamPort) advance(n int) {
 		s.wpos++
 	}
 }
-
-// errIsClosed reports whether err means the connection was closed by us.
-func errIsClosed(err error) bool { return errors.Is(err, net.ErrClosed) }

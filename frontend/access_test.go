@@ -1,18 +1,16 @@
-package backend
+package frontend
 
 import (
-	"bytes"
 	"context"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump/pumptest"
 	"golang.org/x/sys/unix"
@@ -76,7 +74,7 @@ func TestSocketFilesPrivate(t *testing.T) {
 	old := unix.Umask(0)
 	defer unix.Umask(old)
 	dir := t.TempDir()
-	s, err := ListenStream(StreamAddr{Network: "unix", Address: dir + "/s.sock", Server: true}, 8, discardLogger())
+	s, err := ListenStream(StreamAddr{Network: "unix", Address: dir + "/s.sock", Server: true}, 8, testlog.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +82,7 @@ func TestSocketFilesPrivate(t *testing.T) {
 	if m, _, _ := sockMode(t, dir+"/s.sock"); m != 0o600 {
 		t.Errorf("stream socket mode %#o under umask 0, want 0600", m)
 	}
-	v, err := ListenVhostUser(VhostUserAddr{Path: dir + "/v.sock", Server: true, Queues: 1}, 8, pump.NewPump(pumptest.NewNet(), nil), discardLogger())
+	v, err := ListenVhostUser(VhostUserAddr{Path: dir + "/v.sock", Server: true, Queues: 1}, 8, testlog.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +97,7 @@ func TestSocketFilesPrivate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := ListenStream(a, 8, discardLogger())
+	o, err := ListenStream(a, 8, testlog.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,15 +113,15 @@ func TestSocketFilesPrivate(t *testing.T) {
 func TestAllowUIDStream(t *testing.T) {
 	dir := t.TempDir()
 	other := uint32(os.Getuid() + 1)
-	log := new(syncBuffer)
+	log := new(testlog.Buffer)
 	addr := StreamAddr{Network: "unix", Address: dir + "/s.sock", Server: true,
 		Access: Access{AllowUID: OptionalID{other, true}}}
-	s, err := ListenStream(addr, 8, newTextLogger(log))
+	s, err := ListenStream(addr, 8, testlog.Text(log))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pump := pump.NewPump(pumptest.NewNet(), nil)
-	go s.Run(context.Background(), pump)
+	pp := pump.NewPump(pumptest.NewNet(), nil)
+	go s.Run(context.Background(), pp)
 	defer s.Close()
 	for range 3 {
 		c, err := net.Dial("unix", addr.Address)
@@ -136,7 +134,7 @@ func TestAllowUIDStream(t *testing.T) {
 		}
 		c.Close()
 	}
-	fe := (&streamFrontEnd{s, pump}).Status()
+	fe := s.Status()
 	if fe.RefusedPeers != 3 || fe.Connections != 0 {
 		t.Fatalf("refused %d, connections %d; want 3 and 0", fe.RefusedPeers, fe.Connections)
 	}
@@ -149,18 +147,18 @@ func TestAllowUIDStream(t *testing.T) {
 
 	own := StreamAddr{Network: "unix", Address: filepath.Join(dir, "own.sock"), Server: true,
 		Access: Access{AllowUID: OptionalID{uint32(os.Getuid()), true}}}
-	s2, err := ListenStream(own, 8, discardLogger())
+	s2, err := ListenStream(own, 8, testlog.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
-	go s2.Run(context.Background(), pump)
+	go s2.Run(context.Background(), pp)
 	defer s2.Close()
 	c, err := net.Dial("unix", own.Address)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	fe2 := &streamFrontEnd{s2, pump}
+	fe2 := s2
 	deadline := time.Now().Add(5 * time.Second)
 	for !fe2.Status().Connected && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
@@ -176,11 +174,11 @@ func TestAllowUIDVhostUser(t *testing.T) {
 	dir := t.TempDir()
 	a := VhostUserAddr{Path: dir + "/v.sock", Server: true, Queues: 1,
 		Access: Access{AllowUID: OptionalID{uint32(os.Getuid() + 1), true}}}
-	v, err := ListenVhostUser(a, 8, pump.NewPump(pumptest.NewNet(), nil), discardLogger())
+	v, err := ListenVhostUser(a, 8, testlog.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
-	go v.Run(context.Background())
+	go v.Run(context.Background(), pump.NewPump(pumptest.NewNet(), nil))
 	defer v.Close()
 	c, err := net.Dial("unix", a.Path)
 	if err != nil {
@@ -195,24 +193,3 @@ func TestAllowUIDVhostUser(t *testing.T) {
 		t.Fatalf("refused %d, connections %d; want 1 and 0", st.RefusedPeers, st.Connections)
 	}
 }
-
-// syncBuffer is a log destination tests read while the logger writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// newTextLogger logs text lines to w.
-func newTextLogger(w *syncBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }

@@ -1,4 +1,4 @@
-package backend
+package frontend
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump/pumptest"
 )
@@ -37,16 +38,6 @@ func socketPair(t testing.TB) (*net.UnixConn, *net.UnixConn) {
 	return a, b
 }
 
-// encodeStream renders frames in QEMU's stream framing.
-func encodeStream(frames ...[]byte) []byte {
-	var b bytes.Buffer
-	for _, f := range frames {
-		binary.Write(&b, binary.BigEndian, uint32(len(f)))
-		b.Write(f)
-	}
-	return b.Bytes()
-}
-
 // newBufs allocates a pump-like batch of buffers with headroom.
 func newBufs(n, off int) ([][]byte, []int) {
 	bufs := make([][]byte, n)
@@ -63,7 +54,7 @@ func TestStreamReadSplitWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := [][]byte{pumptest.FrameN(0, 60), pumptest.FrameN(1, 1514), pumptest.FrameN(2, 14), pumptest.FrameN(3, 9018), pumptest.FrameN(4, pump.MaxFrame)}
-	wire := encodeStream(want...)
+	wire := pumptest.EncodeStream(want...)
 	go func() {
 		// Dribble the bytes in odd pieces, splitting length prefixes too.
 		for i := 0; i < len(wire); {
@@ -95,7 +86,7 @@ func TestStreamBadLengthEndsConnection(t *testing.T) {
 		qemu, side := socketPair(t)
 		stats := new(StreamStats)
 		port, _ := NewStreamPort(side, 8, stats)
-		good := encodeStream(pumptest.FrameN(7, 64))
+		good := pumptest.EncodeStream(pumptest.FrameN(7, 64))
 		var hdr [4]byte
 		binary.BigEndian.PutUint32(hdr[:], bad)
 		qemu.Write(append(good, hdr[:]...))
@@ -118,7 +109,7 @@ func TestStreamBadLengthEndsConnection(t *testing.T) {
 func TestStreamEOF(t *testing.T) {
 	qemu, side := socketPair(t)
 	port, _ := NewStreamPort(side, 8, nil)
-	qemu.Write(encodeStream(pumptest.FrameN(1, 100))[:50]) // half a frame, then hang up
+	qemu.Write(pumptest.EncodeStream(pumptest.FrameN(1, 100))[:50]) // half a frame, then hang up
 	qemu.Close()
 	bufs, sizes := newBufs(8, 0)
 	if _, err := port.ReadFrames(bufs, sizes, 0); !errors.Is(err, io.EOF) {
@@ -194,7 +185,7 @@ func TestStreamNoAllocs(t *testing.T) {
 	frames := [][]byte{pumptest.FrameN(1, 64), pumptest.FrameN(2, 1500)}
 	sink := make([]byte, 1<<16)
 	bufs, sizes := newBufs(4, 16)
-	wire := encodeStream(frames...)
+	wire := pumptest.EncodeStream(frames...)
 	allocs := testing.AllocsPerRun(200, func() {
 		if err := port.WriteFrames(frames); err != nil {
 			t.Fatal(err)
@@ -255,18 +246,18 @@ func TestListenStreamRefusesInUseAndNonSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s1, err := ListenStream(a, 8, discardLogger())
+	s1, err := ListenStream(a, 8, testlog.Discard())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s1.Close()
-	if _, err := ListenStream(a, 8, discardLogger()); err == nil || !strings.Contains(err.Error(), "in use") {
+	if _, err := ListenStream(a, 8, testlog.Discard()); err == nil || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("second listener: %v, want 'in use'", err)
 	}
 	plain := dir + "/plain"
 	os.WriteFile(plain, nil, 0o600)
 	b, _ := ParseStreamAddr("unix:" + plain)
-	if _, err := ListenStream(b, 8, discardLogger()); err == nil || !strings.Contains(err.Error(), "not a socket") {
+	if _, err := ListenStream(b, 8, testlog.Discard()); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Fatalf("plain file: %v, want 'not a socket'", err)
 	}
 	fi, err := os.Stat(path)
@@ -289,7 +280,7 @@ func benchStream(b *testing.B, size int) {
 	for i := range frames {
 		frames[i] = pumptest.FrameN(i, size)
 	}
-	wire := encodeStream(frames...)
+	wire := pumptest.EncodeStream(frames...)
 	sink := make([]byte, len(wire))
 	bufs, sizes := newBufs(32, 16)
 	b.ReportAllocs()

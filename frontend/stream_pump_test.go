@@ -1,4 +1,4 @@
-package backend
+package frontend
 
 import (
 	"encoding/binary"
@@ -59,7 +59,7 @@ func TestPumpVMToNetLosslessWhileNetStalls(t *testing.T) {
 	var written atomic.Int64
 	go func() {
 		for i := 0; i < total; i++ {
-			if _, err := qemu.Write(encodeStream(pumptest.FrameN(i, 300))); err != nil {
+			if _, err := qemu.Write(pumptest.EncodeStream(pumptest.FrameN(i, 300))); err != nil {
 				return
 			}
 			written.Add(1)
