@@ -13,8 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/admin"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
-	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend/admin"
 )
 
 // defaultAdminPath is the admin socket the subcommands use unless --admin

@@ -16,8 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/admin"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
-	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend/admin"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/frontend"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/qmp"
 )

@@ -18,8 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/admin"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
-	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend/admin"
 )
 
 // fakeQMP is a QEMU monitor on a unix socket: it greets, keeps QEMU 7.2's

@@ -13,9 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/admin"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
-	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend/admin"
-	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend/metrics"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/metrics"
 )
 
 // daemon is a running l2tpv3-netdev: its ports, the admin server that

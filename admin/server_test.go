@@ -20,9 +20,9 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
-	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend/metrics"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/metrics"
 )
 
 // rig is a daemon's admin API on a unix socket in a temporary directory,
