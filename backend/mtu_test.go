@@ -149,3 +149,18 @@ func TestPortLogsAboveMTU(t *testing.T) {
 		t.Errorf("the ready line lacks the MTU:\n%s", log.String())
 	}
 }
+
+// TestPortWarnsSeqRecv: a port with seq=recv warns once at start that a
+// Linux peer cannot serve it, and why; seq=both does not.
+func TestPortWarnsSeqRecv(t *testing.T) {
+	for seq, want := range map[string]int{",seq=recv": 1, ",seq=both": 0} {
+		var log testlog.Buffer
+		openTestPort(t, PortSpec{Stream: "unix:" + filepath.Join(t.TempDir(), "s.sock")}, seq, &log)
+		if got := strings.Count(log.String(), "level=WARN msg=\"seq=recv works only with a peer"); got != want {
+			t.Errorf("%s: %d warnings, want %d:\n%s", seq, got, want, log.String())
+		}
+		if want == 1 && !strings.Contains(log.String(), "not with Linux") {
+			t.Errorf("%s: the warning does not name Linux:\n%s", seq, log.String())
+		}
+	}
+}

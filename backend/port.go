@@ -141,6 +141,9 @@ func OpenPort(cfg PortConfig, log *slog.Logger) (*Port, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, w := range cfg.L2TP.Warnings() {
+		log.Warn(w, "l2tpv3", cfg.L2TP.String())
+	}
 	cfg = offerMTU(cfg, tun, log)
 	p := &Port{cfg: cfg, tun: tun, log: log, done: make(chan struct{}), state: PortRunning}
 	p.net = capture.NewTap(tun)

@@ -360,7 +360,11 @@ func TestLinuxPeerMTU(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got := c.LinuxPeerCommands("l2tpeth0", 1)[2]; got != want {
+		cmds, err := c.LinuxPeerCommands("l2tpeth0", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cmds[2]; got != want {
 			t.Errorf("%s: %q, want %q", opts, got, want)
 		}
 	}

@@ -13,7 +13,7 @@ const (
 	KernelPeerNet     = "169.254.50.0/24"
 	KernelPeerGateway = "169.254.50.2"
 	KernelPeerAddr    = "169.254.50.15"
-	kernelPeerUDPPort = 1701 // the tunnel socket's port inside the guest
+	KernelPeerUDPPort = 1701 // the tunnel socket's port inside the guest
 )
 
 // KernelPeerOptions configure a guest that runs Linux's l2tp_eth as the far
@@ -49,6 +49,12 @@ type KernelPeerOptions struct {
 	MTU int
 	// SessionArgs are extra "ip l2tp add session" words, e.g. "seq", "both".
 	SessionArgs []string
+	// Commands, when set, replace the tunnel, session and MTU lines built
+	// from the fields above: the commands l2tp.Config.LinuxPeerCommands
+	// renders for a Config seen from inside this guest (local
+	// KernelPeerAddr, port KernelPeerUDPPort; remote KernelPeerGateway,
+	// our source port = PeerPort). The interface must be l2tpeth0.
+	Commands []string
 	// Args are extra QEMU arguments (a second NIC, say).
 	Args []string
 }
@@ -90,7 +96,7 @@ func StartKernelPeer(t testing.TB, opts KernelPeerOptions) *KernelPeer {
 		opts.IP = "169.254.100.2/24"
 	}
 	netdev := fmt.Sprintf("user,id=kp0,net=%s,host=%s,dhcpstart=%s,ipv6=off,hostfwd=udp:127.0.0.1:%d-%s:%d",
-		KernelPeerNet, KernelPeerGateway, KernelPeerAddr, opts.HostPort, KernelPeerAddr, kernelPeerUDPPort)
+		KernelPeerNet, KernelPeerGateway, KernelPeerAddr, opts.HostPort, KernelPeerAddr, KernelPeerUDPPort)
 	vm := Start(t, Options{
 		Name: opts.Name,
 		IPs:  []string{KernelPeerAddr + "/24"},
@@ -104,8 +110,13 @@ func StartKernelPeer(t testing.TB, opts KernelPeerOptions) *KernelPeer {
 func (kp *KernelPeer) setupScript() string {
 	o := kp.opts
 	var b strings.Builder
+	if len(o.Commands) != 0 {
+		b.WriteString(strings.Join(o.Commands, "\n") + "\n")
+		kp.finishScript(&b)
+		return b.String()
+	}
 	fmt.Fprintf(&b, "ip l2tp add tunnel tunnel_id %d peer_tunnel_id %d encap udp local %s remote %s udp_sport %d udp_dport %d\n",
-		o.TunnelID, o.PeerTunnelID, KernelPeerAddr, KernelPeerGateway, kernelPeerUDPPort, o.PeerPort)
+		o.TunnelID, o.PeerTunnelID, KernelPeerAddr, KernelPeerGateway, KernelPeerUDPPort, o.PeerPort)
 	fmt.Fprintf(&b, "ip l2tp add session name l2tpeth0 tunnel_id %d session_id %d peer_session_id %d l2spec_type %s",
 		o.TunnelID, o.SessionID, o.PeerSessionID, o.L2SpecType)
 	if o.Cookie != "" {
@@ -121,11 +132,17 @@ func (kp *KernelPeer) setupScript() string {
 	if o.MTU != 0 {
 		fmt.Fprintf(&b, "ip link set l2tpeth0 mtu %d\n", o.MTU)
 	}
-	fmt.Fprintf(&b, "ip link set l2tpeth0 up\nip addr add %s dev l2tpeth0\n", o.IP)
-	// One packet to the gateway teaches slirp the guest's MAC, so the
-	// first forwarded L2TPv3 packet is not lost to ARP.
-	fmt.Fprintf(&b, "ping -c 1 -w 3 %s >/dev/null", KernelPeerGateway)
+	b.WriteString("ip link set l2tpeth0 up\n")
+	kp.finishScript(&b)
 	return b.String()
+}
+
+// finishScript adds l2tpeth0's address and teaches slirp the guest's MAC
+// (one packet to the gateway), so the first forwarded L2TPv3 packet is not
+// lost to ARP.
+func (kp *KernelPeer) finishScript(b *strings.Builder) {
+	fmt.Fprintf(b, "ip addr add %s dev l2tpeth0\n", kp.opts.IP)
+	fmt.Fprintf(b, "ping -c 1 -w 3 %s >/dev/null", KernelPeerGateway)
 }
 
 // WaitReady waits for the guest to boot and then creates the tunnel and
