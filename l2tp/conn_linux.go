@@ -51,8 +51,10 @@ func socketName(c Config) string {
 
 // openSocket creates the nonblocking, close-on-exec UDP or raw IP socket for
 // c, bound to ep.local, with large buffers, SO_RXQ_OVFL, the UDP/IPv6
-// zero-checksum acceptance, the oversize policy's path MTU discovery and,
-// over IP, the session filter (sessionFilter).
+// zero-checksum acceptance, the oversize policy's path MTU discovery,
+// IP(V6)_RECVERR (so that a datagram the host's queue drops is refused
+// with ENOBUFS, not reported as sent) and, over IP, the session filter
+// (sessionFilter).
 // It returns the fd and the bound address.
 func openSocket(c Config, ep *endpoints) (int, netip.AddrPort, error) {
 	family, typ, proto := unix.AF_INET, unix.SOCK_DGRAM, 0
@@ -97,6 +99,9 @@ func setupSocket(fd int, c Config, ep *endpoints) (netip.AddrPort, error) {
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_UDP, unix.UDP_GRO, 1)
 	}
 	if err := setPMTUDisc(fd, c); err != nil {
+		return netip.AddrPort{}, err
+	}
+	if err := setRecvErr(fd, c); err != nil {
 		return netip.AddrPort{}, err
 	}
 	if c.Encap == EncapIP {

@@ -42,6 +42,16 @@ func probeGSO(c Config, fd int, mtu int) int {
 	return mtu - hdrs
 }
 
+// probeGSOToward is probeGSO, and 0 as well when the device toward peer
+// has a qdisc that cuts GSO messages (see cutsGSO).
+func probeGSOToward(c Config, fd, mtu int, peer sockaddr) int {
+	seg := probeGSO(c, fd, mtu)
+	if seg > 0 && cutsGSO(peer) {
+		return 0
+	}
+	return seg
+}
+
 // routeMTU asks the kernel the MTU of the route to peer through a
 // throw-away connected UDP socket (the tunnel's own socket is not
 // connected); 0 if it cannot tell.

@@ -56,6 +56,42 @@ func (d Drop) String() string {
 	return "drop(" + strconv.Itoa(int(d)) + ")"
 }
 
+// NetError is the kind of an error the network or this host reported for
+// datagrams already sent: an ICMP error, or a local one, read from the
+// socket's error queue (IP_RECVERR). Each is counted in Stats; a frame it
+// names was lost past the socket.
+type NetError uint8
+
+const (
+	// NetErrUnreachable: host or network unreachable, or time exceeded.
+	NetErrUnreachable NetError = iota
+	// NetErrRefused: port or protocol unreachable (nothing listens at the
+	// peer).
+	NetErrRefused
+	// NetErrProhibited: communication administratively prohibited.
+	NetErrProhibited
+	// NetErrTooBig: fragmentation needed / packet too big, or above this
+	// host's MTU with DF set.
+	NetErrTooBig
+	// NetErrOther: any other error.
+	NetErrOther
+)
+
+// NumNetErrors is the number of NetError kinds; StatsSnapshot.NetErrors is
+// indexed by NetError.
+const NumNetErrors = int(NetErrOther) + 1
+
+// netErrorNames are the kinds' names, as metrics and JSON print them.
+var netErrorNames = [NumNetErrors]string{"unreachable", "refused", "prohibited", "too_big", "other"}
+
+// String returns the kind's name ("unreachable", "too_big", …).
+func (e NetError) String() string {
+	if int(e) < NumNetErrors {
+		return netErrorNames[e]
+	}
+	return "net_error(" + strconv.Itoa(int(e)) + ")"
+}
+
 // txSide reports whether the TX goroutine counts this reason, which decides
 // the cache line it lives on.
 func (d Drop) txSide() bool { return d == DropOversize || d == DropSendError }
@@ -77,6 +113,10 @@ type Stats struct {
 	txStallNs atomic.Uint64
 	txAbove   atomic.Uint64
 	txDrops   [NumDrops]atomic.Uint64
+	txNoBufs  atomic.Uint64 // ENOBUFS: the host's egress queue refused a datagram
+	gsoFalls  atomic.Uint64 // GSO messages the kernel refused, resent one by one
+	gsoPkts   atomic.Uint64 // frames sent inside GSO messages
+	netErrs   [NumNetErrors]atomic.Uint64
 	_         cpu.CacheLinePad
 }
 
@@ -120,6 +160,17 @@ type StatsSnapshot struct {
 	TxStalls           uint64 // times sendmmsg said EAGAIN/ENOBUFS after progress
 	TxStallNanos       uint64 // time from each such EAGAIN/ENOBUFS to the next send
 	AboveMTU           uint64 // frames from the VM whose datagram exceeds the underlay MTU
+	// TxQueueFull: times the host's egress queue (qdisc) refused a datagram
+	// (ENOBUFS); it was kept and resent, the VM held back meanwhile.
+	TxQueueFull uint64
+	// GSOFallbacks: UDP GSO messages the kernel refused, sent one by one
+	// instead; GSO is then off for a back-off and probed again.
+	GSOFallbacks uint64
+	// GSOPackets: frames sent inside UDP GSO messages (part of TxPackets).
+	GSOPackets uint64
+	// NetErrors: errors the network or host reported for sent datagrams
+	// (ICMP, local), by kind.
+	NetErrors [NumNetErrors]uint64
 }
 
 // Snapshot copies the counters (each read atomically, not all at one instant).
@@ -129,9 +180,13 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		TxPackets: s.txPackets.Load(), TxBytes: s.txBytes.Load(),
 		SeqLost: s.seqLost.Load(), TxStalls: s.txStalls.Load(),
 		TxStallNanos: s.txStallNs.Load(), AboveMTU: s.txAbove.Load(),
+		TxQueueFull: s.txNoBufs.Load(), GSOFallbacks: s.gsoFalls.Load(), GSOPackets: s.gsoPkts.Load(),
 	}
 	for i := range v.Drops {
 		v.Drops[i] = s.rxDrops[i].Load() + s.txDrops[i].Load()
+	}
+	for i := range v.NetErrors {
+		v.NetErrors[i] = s.netErrs[i].Load()
 	}
 	return v
 }
@@ -170,6 +225,19 @@ func (v StatsSnapshot) String() string {
 	if v.AboveMTU != 0 {
 		b.WriteString(", above_mtu " + strconv.FormatUint(v.AboveMTU, 10))
 	}
+	if v.TxQueueFull != 0 {
+		b.WriteString(", tx_queue_full " + strconv.FormatUint(v.TxQueueFull, 10))
+	}
+	if v.GSOFallbacks != 0 {
+		b.WriteString(", gso_fallbacks " + strconv.FormatUint(v.GSOFallbacks, 10))
+	}
+	sep = ", net_errors "
+	for i, n := range v.NetErrors {
+		if n != 0 {
+			b.WriteString(sep + NetError(i).String() + "=" + strconv.FormatUint(n, 10))
+			sep = " "
+		}
+	}
 	return b.String()
 }
 
@@ -183,16 +251,23 @@ type statsJSON struct {
 	TxStalls     uint64            `json:"tx_stalls"`
 	TxStallNanos uint64            `json:"tx_stall_nanos"`
 	AboveMTU     uint64            `json:"above_mtu"`
+	TxQueueFull  uint64            `json:"tx_queue_full"`
+	GSOFallbacks uint64            `json:"gso_fallbacks"`
+	GSOPackets   uint64            `json:"gso_packets"`
 	Drops        map[string]uint64 `json:"drops"`
+	NetErrors    map[string]uint64 `json:"net_errors"`
 }
 
 // MarshalJSON writes the snapshot with drops keyed by reason name, as the
 // admin API reports it.
 func (v StatsSnapshot) MarshalJSON() ([]byte, error) {
 	j := statsJSON{v.RxPackets, v.RxBytes, v.TxPackets, v.TxBytes, v.SeqLost, v.TxStalls, v.TxStallNanos,
-		v.AboveMTU, make(map[string]uint64, NumDrops)}
+		v.AboveMTU, v.TxQueueFull, v.GSOFallbacks, v.GSOPackets, make(map[string]uint64, NumDrops), make(map[string]uint64, NumNetErrors)}
 	for d := range Drop(NumDrops) {
 		j.Drops[d.String()] = v.Drops[d]
+	}
+	for e := range NetError(NumNetErrors) {
+		j.NetErrors[e.String()] = v.NetErrors[e]
 	}
 	return json.Marshal(j)
 }
@@ -204,9 +279,13 @@ func (v *StatsSnapshot) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*v = StatsSnapshot{RxPackets: j.RxPackets, RxBytes: j.RxBytes, TxPackets: j.TxPackets, TxBytes: j.TxBytes,
-		SeqLost: j.SeqLost, TxStalls: j.TxStalls, TxStallNanos: j.TxStallNanos, AboveMTU: j.AboveMTU}
+		SeqLost: j.SeqLost, TxStalls: j.TxStalls, TxStallNanos: j.TxStallNanos, AboveMTU: j.AboveMTU,
+		TxQueueFull: j.TxQueueFull, GSOFallbacks: j.GSOFallbacks, GSOPackets: j.GSOPackets}
 	for d := range Drop(NumDrops) {
 		v.Drops[d] = j.Drops[d.String()]
+	}
+	for e := range NetError(NumNetErrors) {
+		v.NetErrors[e] = j.NetErrors[e.String()]
 	}
 	return nil
 }

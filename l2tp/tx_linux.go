@@ -12,14 +12,32 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Bounds on one wait for writability. After EAGAIN our own packets in flight
-// free send-buffer space and wake us; the bound is only a safety net. ENOBUFS
-// (a full device queue) may come with nothing of ours in flight, so no
-// writability edge would ever wake us: retry soon.
+// stallPollAgain bounds one wait for writability after EAGAIN: our own
+// packets in flight free send-buffer space and wake us; the bound is only a
+// safety net.
+const stallPollAgain = 50 * time.Millisecond
+
+// After ENOBUFS (the host's egress queue is full) the datagram is freed at
+// once, so the socket stays writable and waiting for writability would
+// spin: the sender sleeps instead, from noBufsWaitMin, doubling while no
+// datagram gets through, up to noBufsWaitMax.
 const (
-	stallPollAgain  = 50 * time.Millisecond
-	stallPollNoBufs = time.Millisecond
+	noBufsWaitMin = 50 * time.Microsecond
+	noBufsWaitMax = time.Millisecond
+	noBufsChunk   = 8 // messages a wake-up should move before the sleep stops growing
 )
+
+// After the kernel refuses a GSO message, GSO stays off for gsoBackoffMin,
+// doubling (up to gsoBackoffMax) while the probe or the next GSO message
+// fails again.
+const (
+	gsoBackoffMin = 250 * time.Millisecond
+	gsoBackoffMax = 2 * time.Second
+)
+
+// errQueueDrainEvery is how often a sending tunnel reads its error queue
+// even when no send failed (ICMP errors arrive on their own).
+const errQueueDrainEvery = 100 * time.Millisecond
 
 // txQueue is the send side of a tunnel: the encoder and a sendmmsg vector
 // whose messages all carry the peer's address. Only the WriteFrames
@@ -45,18 +63,38 @@ type txQueue struct {
 	fbytes []int               // frame bytes in msgs[m]
 	ctls   [][gsoCtlSpace]byte // msgs[m]'s UDP_SEGMENT control message
 
+	// GSO after a refusal: off until gsoRetry, then probed again.
+	gsoOff     bool
+	gsoRetry   time.Time
+	gsoBackoff time.Duration
+	gsoProbeFn func(fd uintptr) // sets gsoMax from a fresh probe
+
 	pos, end int // messages msgs[pos:end] are still to be sent
 	hl       int
 	sent     int    // messages sent by this WriteFrames call
 	sentB    int    // their frame bytes
 	sendErrs uint64 // messages dropped on a send error in this call
 	stalls   uint64 // stalls begun in this call
+	noBufsN  uint64 // ENOBUFS refusals in this call
+	gsoFalls uint64 // GSO fallbacks in this call
+	gsoPkts  uint64 // packets sent in GSO messages in this call
 	stallNs  time.Duration
 	stalled  bool      // EAGAIN/ENOBUFS seen, no progress since
 	stallAt  time.Time // when the current stall began
 	noBufs   bool      // the last stall errno was ENOBUFS
 	armed    bool      // a write deadline is set
-	writeFn  func(fd uintptr) bool
+
+	noBufsWait time.Duration // the next sleep after ENOBUFS
+	sinceSleep int           // messages sent since the last sleep
+	sawNoBufs  bool          // ENOBUFS in the current flush
+	retried    int           // msgs index+1 of the message resent after one refusal
+	hardErr    unix.Errno    // an errno that refused a message twice in this flush
+
+	errq    *errQueue
+	drainAt time.Time // next periodic read of the error queue
+	drainFn func(fd uintptr)
+
+	writeFn func(fd uintptr) bool
 	// sendFn is sendmmsg; tests replace it to inject errors.
 	sendFn func(fd uintptr, msgs []mmsghdr) (int, unix.Errno)
 	_      cpu.CacheLinePad
@@ -71,14 +109,23 @@ func newTxQueue(c Config, batch int, rc syscall.RawConn, f *os.File, peer sockad
 		fitPkt: min(ul.MTU-c.outerHeaders(), maxPayload(c)), dropAbove: c.Oversize == OversizeDrop,
 		msgs: make([]mmsghdr, batch), iovs: make([]unix.Iovec, batch),
 		first: make([]int, batch), segs: make([]int, batch), fbytes: make([]int, batch),
-		ctls: make([][gsoCtlSpace]byte, batch),
+		ctls:       make([][gsoCtlSpace]byte, batch),
+		gsoBackoff: gsoBackoffMin, noBufsWait: noBufsWaitMin, errq: newErrQueue(s),
 	}
 	for i := range q.msgs {
 		h := &q.msgs[i].Hdr
 		h.Name = q.peer.ptr()
 		h.Namelen = q.peer.len
 	}
-	_ = rc.Control(func(fd uintptr) { q.gsoMax = probeGSO(c, int(fd), gsoMTU(ul, route)) })
+	_ = rc.Control(func(fd uintptr) { q.gsoMax = probeGSOToward(c, int(fd), gsoMTU(ul, route), peer) })
+	q.gsoProbeFn = func(fd uintptr) {
+		route := routeMTU(peer)
+		if !c.IPv6 {
+			route = min(route, MaxUnderlayMTU)
+		}
+		q.gsoMax = probeGSOToward(c, int(fd), gsoMTU(ul, route), peer)
+	}
+	q.drainFn = q.errq.drain
 	q.writeFn = q.send
 	q.sendFn = sendmmsg
 	return q
@@ -98,9 +145,10 @@ func maxPayload(c Config) int {
 }
 
 // send is the netpoller callback: sendmmsg from msgs[pos] until all are
-// sent. A message the kernel refuses (any error but EAGAIN/ENOBUFS) is
-// dropped and counted; on EAGAIN/ENOBUFS it parks (false) if a deadline
-// bounds the wait, else returns so WriteFrames can arm one.
+// sent. A refused message is resent once, then dropped and counted (a GSO
+// message is sent one by one instead; see refused). On EAGAIN it parks
+// (false) if a deadline bounds the wait, else returns so flush can arm
+// one; on ENOBUFS it returns so flush can sleep.
 func (q *txQueue) send(fd uintptr) bool {
 	for q.pos < q.end {
 		n, errno := q.sendFn(fd, q.msgs[q.pos:q.end])
@@ -111,40 +159,124 @@ func (q *txQueue) send(fd uintptr) bool {
 				q.pos++
 				continue
 			}
-			if q.stalled {
-				q.stallNs += time.Since(q.stallAt)
-				q.stalled = false
-			}
-			for i := q.pos; i < q.pos+n; i++ {
-				q.sent += q.segs[i]
-				q.sentB += q.fbytes[i]
-			}
-			q.pos += n
-		case unix.EINTR, unix.ECONNREFUSED:
-			// ECONNREFUSED: an ICMP error an earlier datagram earned (on a
-			// connected socket), consumed by this call; this one was not
-			// sent: resend it.
+			q.delivered(n)
+		case unix.EINTR:
 		case unix.EAGAIN, unix.ENOBUFS:
 			if !q.stalled {
 				q.stalled, q.stallAt = true, time.Now()
 				q.stalls++
 			}
 			q.noBufs = errno == unix.ENOBUFS
+			if q.noBufs {
+				q.noBufsN++
+				q.sawNoBufs = true
+				q.holdGSO()
+				return true // flush sleeps: the socket is writable already
+			}
 			return !q.armed // park only with a deadline armed
 		default:
-			if q.segs[q.pos] > 1 {
-				// The route refused the run (its MTU shrank, or it cannot
-				// segment): from here on every packet goes alone.
-				q.gsoMax = 0
-				from := q.first[q.pos]
-				q.pos, q.end = 0, q.plan(from)
-				continue
-			}
-			q.sendErrs++
-			q.pos++
+			q.refused(fd, errno)
 		}
 	}
 	return true
+}
+
+// delivered accounts for the n messages from msgs[pos] the kernel took.
+func (q *txQueue) delivered(n int) {
+	if q.stalled {
+		q.stallNs += time.Since(q.stallAt)
+		q.stalled = false
+	}
+	for i := q.pos; i < q.pos+n; i++ {
+		q.sent += q.segs[i]
+		q.sentB += q.fbytes[i]
+		if q.segs[i] > 1 {
+			q.gsoPkts += uint64(q.segs[i])
+			q.gsoBackoff = gsoBackoffMin // GSO works (again)
+		}
+	}
+	q.pos += n
+	q.sinceSleep += n
+	q.retried = 0
+}
+
+// refused handles msgs[pos], which the kernel refused with errno. The error
+// queue is drained first (it also clears a pending one-shot socket error).
+// A first refusal is resent: it may have been the one-shot error an ICMP
+// message left (ECONNREFUSED, EHOSTUNREACH…), which fails whichever send
+// comes next. A second one (or the errno that already refused a message
+// twice in this flush) is the message's own: a single packet is dropped and
+// counted; a GSO message falls back to one by one for the rest of the batch.
+func (q *txQueue) refused(fd uintptr, errno unix.Errno) {
+	q.errq.drain(fd)
+	if q.retried != q.pos+1 && errno != q.hardErr {
+		q.retried = q.pos + 1
+		return
+	}
+	q.hardErr, q.retried = errno, 0
+	if q.segs[q.pos] > 1 {
+		q.fallBack()
+		q.pos, q.end = 0, q.plan(q.first[q.pos])
+		return
+	}
+	q.sendErrs++
+	q.pos++
+}
+
+// fallBack turns GSO off after the kernel refused a GSO message (a route
+// flap, a firewall reload, a path MTU that shrank): it is counted, and GSO
+// is probed again, the route's MTU included, after a back-off that doubles
+// while GSO keeps failing.
+func (q *txQueue) fallBack() {
+	q.gsoFalls++
+	q.gsoMax = 0
+	q.gsoOff = true
+	q.gsoRetry = time.Now().Add(q.gsoBackoff)
+	q.gsoBackoff = min(2*q.gsoBackoff, gsoBackoffMax)
+}
+
+// holdGSO keeps GSO off while the host's egress queue is full (ENOBUFS),
+// and for gsoBackoffMin after: a queue that cuts a GSO message into its
+// datagrams (tbf does, for messages above its max size) drops the ones
+// that do not fit and reports the message as sent, so with GSO a full queue
+// would lose frames without a trace. The unsent rest of the batch is
+// planned again one by one.
+func (q *txQueue) holdGSO() {
+	switch {
+	case q.gsoMax > 0:
+		q.gsoMax, q.gsoOff = 0, true
+		q.pos, q.end = 0, q.plan(q.first[q.pos])
+	case !q.gsoOff:
+		return // no GSO on this socket
+	}
+	q.gsoRetry = time.Now().Add(gsoBackoffMin)
+}
+
+// reprobeGSO probes GSO again once the back-off has passed; if the probe
+// finds none (no route yet), it waits another, longer back-off.
+func (q *txQueue) reprobeGSO(now time.Time) {
+	if !q.gsoOff || now.Before(q.gsoRetry) {
+		return
+	}
+	_ = q.rc.Control(q.gsoProbeFn)
+	if q.gsoMax > 0 {
+		q.gsoOff = false
+		return
+	}
+	q.gsoRetry = now.Add(q.gsoBackoff)
+	q.gsoBackoff = min(2*q.gsoBackoff, gsoBackoffMax)
+}
+
+// backOff sleeps after ENOBUFS. The sleep doubles while fewer than
+// noBufsChunk messages got through since the last one, so a saturated
+// queue is refilled in chunks rather than a datagram per wake-up.
+func (q *txQueue) backOff() {
+	if q.sinceSleep < noBufsChunk {
+		q.noBufsWait = min(2*q.noBufsWait, noBufsWaitMax)
+	}
+	q.sinceSleep = 0
+	ts := unix.NsecToTimespec(int64(q.noBufsWait))
+	_ = unix.Nanosleep(&ts, nil) // this goroutine holds the VM back meanwhile
 }
 
 // WriteFrames encapsulates bufs[i][offset:offset+sizes[i]] in place (the
@@ -167,6 +299,8 @@ func (t *Tunnel) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
 		return err
 	}
 	q.sent, q.sentB, q.sendErrs, q.stalls, q.stallNs = 0, 0, 0, 0, 0
+	q.noBufsN, q.gsoFalls, q.gsoPkts = 0, 0, 0
+	q.housekeeping()
 	var oversize, above uint64
 	var err error
 	for i := 0; i < len(bufs) && err == nil; {
@@ -201,7 +335,29 @@ func (t *Tunnel) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
 	if q.stalls != 0 {
 		q.stats.addStalls(q.stalls, q.stallNs)
 	}
+	if q.noBufsN != 0 {
+		q.stats.txNoBufs.Add(q.noBufsN)
+	}
+	if q.gsoFalls != 0 {
+		q.stats.gsoFalls.Add(q.gsoFalls)
+	}
+	if q.gsoPkts != 0 {
+		q.stats.gsoPkts.Add(q.gsoPkts)
+	}
 	return err
+}
+
+// housekeeping runs before a batch is sent: it reads the error queue every
+// errQueueDrainEvery (ICMP errors queue there whether a send fails or
+// not, charged to the receive buffer) and probes GSO again when its
+// back-off is over.
+func (q *txQueue) housekeeping() {
+	now := time.Now()
+	if now.After(q.drainAt) {
+		q.drainAt = now.Add(errQueueDrainEvery)
+		_ = q.rc.Control(q.drainFn)
+	}
+	q.reprobeGSO(now)
 }
 
 // checkFrames refuses a batch the caller built wrongly, before anything is
@@ -252,6 +408,7 @@ func (t *Tunnel) flush(np int) error {
 	q := t.tx
 	q.np = np
 	q.pos, q.end = 0, q.plan(0)
+	q.retried, q.hardErr, q.sawNoBufs = 0, 0, false
 	var err error
 	for q.pos < q.end {
 		err = q.rc.Write(q.writeFn)
@@ -264,13 +421,13 @@ func (t *Tunnel) flush(np int) error {
 			break
 		}
 		err = nil
+		if q.pos < q.end && q.noBufs {
+			q.backOff()
+			continue
+		}
 		if q.pos < q.end {
 			// Stalled: wait for writability, with a bound.
-			wait := stallPollAgain
-			if q.noBufs {
-				wait = stallPollNoBufs
-			}
-			if derr := q.f.SetWriteDeadline(time.Now().Add(wait)); derr != nil {
+			if derr := q.f.SetWriteDeadline(time.Now().Add(stallPollAgain)); derr != nil {
 				err = net.ErrClosed
 				if !t.closed.Load() {
 					err = fmt.Errorf("l2tpv3: sendmmsg %s: %w", t.peer, derr)
@@ -287,6 +444,9 @@ func (t *Tunnel) flush(np int) error {
 	if q.stalled { // ended by Close
 		q.stallNs += time.Since(q.stallAt)
 		q.stalled = false
+	}
+	if !q.sawNoBufs && q.noBufsWait > noBufsWaitMin {
+		q.noBufsWait /= 2 // the queue had room for the whole batch
 	}
 	for i := range np {
 		q.iovs[i].Base = nil // do not keep the caller's buffers reachable

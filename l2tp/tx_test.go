@@ -9,8 +9,10 @@ import (
 )
 
 // TestWriteFramesErrors injects sendmmsg results: EAGAIN and ENOBUFS make
-// WriteFrames wait and resend from the first unsent frame; another error
-// drops exactly one frame; nothing else is lost or reordered.
+// WriteFrames wait and resend from the first unsent frame; an error once
+// (a one-shot socket error an ICMP message left) is resent; an error that
+// refuses the same frame twice drops exactly that frame; nothing else is
+// lost or reordered.
 func TestWriteFramesErrors(t *testing.T) {
 	a, b := openPair(t, true, false, "", TunnelOptions{BatchSize: 8}, TunnelOptions{})
 	// script: what each sendmmsg call does: an errno, or 0 to send up to
@@ -19,8 +21,9 @@ func TestWriteFramesErrors(t *testing.T) {
 		errno unix.Errno
 		limit int
 	}{
-		{0, 3}, {unix.EAGAIN, 0}, {unix.EAGAIN, 0}, {0, 2}, {unix.EMSGSIZE, 0},
-		{unix.ENOBUFS, 0}, {unix.ENOBUFS, 0}, {unix.ENOBUFS, 0}, {0, 100}, {unix.EHOSTUNREACH, 0},
+		{0, 3}, {unix.EAGAIN, 0}, {unix.EAGAIN, 0}, {0, 2}, {unix.EMSGSIZE, 0}, {unix.EMSGSIZE, 0},
+		{unix.ENOBUFS, 0}, {unix.ENOBUFS, 0}, {unix.ENOBUFS, 0}, {0, 100},
+		{unix.ECONNREFUSED, 0}, {0, 1}, {unix.EHOSTUNREACH, 0}, {unix.EHOSTUNREACH, 0},
 	}
 	step := 0
 	a.tx.sendFn = func(fd uintptr, msgs []mmsghdr) (int, unix.Errno) {
@@ -39,8 +42,9 @@ func TestWriteFramesErrors(t *testing.T) {
 		frames = append(frames, frameOf(i, 60+i))
 	}
 	send(t, a, frames...)
-	// Batch 0-7: 3 sent, EAGAIN×2, 2 sent, EMSGSIZE drops 5, ENOBUFS×3,
-	// 6-7 sent. Batch 8-15: EHOSTUNREACH drops 8, the rest sent.
+	// Batch 0-7: 3 sent, EAGAIN×2, 2 sent, EMSGSIZE×2 drops 5, ENOBUFS×3,
+	// 6-7 sent. Batch 8-15: ECONNREFUSED once, 8 resent, EHOSTUNREACH×2
+	// drops 9, the rest sent.
 	got := collect(t, b, 18)
 	dropped := map[int]bool{}
 	j := 0
@@ -51,11 +55,11 @@ func TestWriteFramesErrors(t *testing.T) {
 		}
 		dropped[i] = true
 	}
-	if j != 18 || len(dropped) != 2 || !dropped[5] || !dropped[8] {
+	if j != 18 || len(dropped) != 2 || !dropped[5] || !dropped[9] {
 		t.Fatalf("delivered %d in order, dropped %v", j, dropped)
 	}
 	s := a.Stats().Snapshot()
-	if s.Drops[DropSendError] != 2 || s.TxPackets != 18 || s.TxStalls != 2 {
+	if s.Drops[DropSendError] != 2 || s.TxPackets != 18 || s.TxStalls != 2 || s.TxQueueFull != 3 {
 		t.Fatalf("stats %s", s)
 	}
 }
