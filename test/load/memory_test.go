@@ -230,8 +230,15 @@ func measureMemory(t *testing.T, bin string, n int, frames uint64, traffic time.
 // with SIGTERM (and waited for) when the test ends.
 func startDaemon(t *testing.T, bin, conf string) int {
 	t.Helper()
-	logs := new(logSink)
-	cmd := exec.Command(bin, "--config", conf)
+	return runDaemon(t, new(logSink), bin, "--config", conf)
+}
+
+// runDaemon runs the command name args (the daemon, or ip netns exec
+// running it), logging into logs, and returns its pid; it is stopped with
+// SIGTERM (and waited for) when the test ends.
+func runDaemon(t *testing.T, logs *logSink, name string, args ...string) int {
+	t.Helper()
+	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -68,9 +68,16 @@ func newSlowLink(t *testing.T, rate string) *slowLink {
 	return l
 }
 
-// openPeerIn opens the peer's tunnel inside the namespace: the socket is
-// made on a thread switched into it (that thread is then discarded).
+// openPeerIn opens the peer's tunnel inside the namespace.
 func (l *slowLink) openPeerIn(t *testing.T, c l2tp.Config) *l2tp.Tunnel {
+	t.Helper()
+	return openTunnelIn(t, l.nsPath, c)
+}
+
+// openTunnelIn opens a tunnel inside the network namespace at nsPath: the
+// socket is made on a thread switched into it (that thread is then
+// discarded); closed when the test ends.
+func openTunnelIn(t *testing.T, nsPath string, c l2tp.Config) *l2tp.Tunnel {
 	t.Helper()
 	type result struct {
 		tun *l2tp.Tunnel
@@ -79,14 +86,14 @@ func (l *slowLink) openPeerIn(t *testing.T, c l2tp.Config) *l2tp.Tunnel {
 	done := make(chan result)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
-		fd, err := unix.Open(l.nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(nsPath, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			done <- result{err: err}
 			return
 		}
 		defer unix.Close(fd)
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			done <- result{err: fmt.Errorf("setns %s: %w", l.nsPath, err)}
+			done <- result{err: fmt.Errorf("setns %s: %w", nsPath, err)}
 			return
 		}
 		tun, err := l2tp.Open(c, l2tp.TunnelOptions{})
