@@ -63,6 +63,12 @@ func (l *dirtyLog) unmap() {
 	}
 }
 
+// mapsAddr reports whether addr, an address in this process, lies in the log's mapping:
+// where a fault may happen if the front end shrinks the log's file (fault.go).
+func (l *dirtyLog) mapsAddr(addr uintptr) bool {
+	return l != nil && len(l.mapping) > 0 && addr-uintptr(unsafe.Pointer(&l.mapping[0])) < uintptr(len(l.mapping))
+}
+
 // mark sets the bit of every page that [gpa, gpa+n) touches and reports false, setting
 // nothing, when one lies beyond the log.
 func (l *dirtyLog) mark(gpa, n uint64) bool {

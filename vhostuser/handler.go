@@ -90,7 +90,7 @@ func (s *session) dispatch(m *message) error {
 		return protoErr(req, "carries %d fds, want %d", len(m.fds), want)
 	}
 	ack := !spec.reply && m.hdr.needReply() && s.protoAcked&protoReplyAck != 0
-	reply, herr := spec.handle(s, m)
+	reply, herr := s.handle(spec, m)
 	switch {
 	case spec.reply && herr == nil:
 		return s.send(req, reply)

@@ -2,6 +2,7 @@ package vhostuser
 
 import (
 	"bytes"
+	"cmp"
 	"io"
 	"log/slog"
 	"os"
@@ -77,7 +78,9 @@ type rigOpts struct {
 	num      uint16 // ring size; 0 means 256
 	split    bool   // guest memory in two regions
 	queues   int
-	noStart  bool // negotiate and set memory, but start no ring
+	noStart  bool         // negotiate and set memory, but start no ring
+	sealed   bool         // guest memory sealed against shrinking (F_SEAL_SHRINK)
+	log      *slog.Logger // the server's logger; nil means testLogger()
 }
 
 // rig is a back end served over a socketpair with an in-process front end and guest.
@@ -106,7 +109,11 @@ func newRig(t testing.TB, o rigOpts) *rig {
 	if o.num == 0 {
 		o.num = 256
 	}
-	mem, err := vhosttest.NewMemory(8<<20, o.split)
+	newMemory := vhosttest.NewMemory
+	if o.sealed {
+		newMemory = vhosttest.NewSealedMemory
+	}
+	mem, err := newMemory(8<<20, o.split)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +122,7 @@ func newRig(t testing.TB, o rigOpts) *rig {
 		t.Fatal(err)
 	}
 	r := &rig{t: t, fe: fe, mem: mem, h: newRecorder(), done: make(chan error, 1)}
-	r.srv, err = New(Config{Queues: max(o.queues, 1), MTU: 1500, Logger: testLogger()}, r.h)
+	r.srv, err = New(Config{Queues: max(o.queues, 1), MTU: 1500, Logger: cmp.Or(o.log, testLogger())}, r.h)
 	if err != nil {
 		t.Fatal(err)
 	}

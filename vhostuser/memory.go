@@ -3,6 +3,7 @@ package vhostuser
 import (
 	"fmt"
 	"math"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -14,6 +15,7 @@ type region struct {
 	uaddr   uint64 // the front end's virtual address of the first byte
 	data    []byte // len(data) == size; the region's bytes in this process
 	mapping []byte // what to munmap; nil when the bytes are not ours to unmap (tests)
+	sealed  bool   // the front end sealed the file against shrinking (F_SEAL_SHRINK)
 }
 
 // memTable is an immutable set of regions. SET_MEM_TABLE builds a new one and swaps it into
@@ -48,7 +50,8 @@ func validateRegion(d memRegion) error {
 
 // mapRegions mmaps every region from its fd (MAP_SHARED, at its mmap offset) after checking
 // the fd is a regular file long enough to back it, so touching the mapping cannot SIGBUS
-// unless the front end later shrinks the file. The fds stay owned by the caller.
+// unless the front end later shrinks the file (fault.go); it notes whether the file is
+// sealed against that (F_SEAL_SHRINK, memfds only). The fds stay owned by the caller.
 func mapRegions(descs []memRegion, fds []int) (*memTable, error) {
 	t := &memTable{regions: make([]region, 0, len(descs))}
 	for i, d := range descs {
@@ -65,6 +68,8 @@ func mapRegions(descs []memRegion, fds []int) (*memTable, error) {
 			t.unmap()
 			return nil, fmt.Errorf("region %d: fd is not a file of at least %#x bytes", i, d.mmapOffset+d.size)
 		}
+		seals, err := unix.FcntlInt(uintptr(fds[i]), unix.F_GET_SEALS, 0)
+		sealed := err == nil && seals&unix.F_SEAL_SHRINK != 0 // EINVAL: not a memfd, cannot be sealed
 		page := uint64(unix.Getpagesize())
 		off := d.mmapOffset &^ (page - 1)
 		delta := d.mmapOffset - off
@@ -75,7 +80,7 @@ func mapRegions(descs []memRegion, fds []int) (*memTable, error) {
 		}
 		t.regions = append(t.regions, region{
 			gpa: d.gpa, size: d.size, uaddr: d.uaddr,
-			data: m[delta : delta+d.size : delta+d.size], mapping: m,
+			data: m[delta : delta+d.size : delta+d.size], mapping: m, sealed: sealed,
 		})
 	}
 	return t, nil
@@ -106,6 +111,32 @@ func (t *memTable) holds(m []byte) bool {
 	}
 	for i := range t.regions {
 		if len(t.regions[i].mapping) > 0 && &t.regions[i].mapping[0] == &m[0] {
+			return true
+		}
+	}
+	return false
+}
+
+// sealedRegions counts the regions whose file cannot shrink, so cannot fault.
+func (t *memTable) sealedRegions() int {
+	n := 0
+	for i := range t.regions {
+		if t.regions[i].sealed {
+			n++
+		}
+	}
+	return n
+}
+
+// mapsAddr reports whether addr, an address in this process, lies in one of t's regions:
+// where a guest-memory fault may happen.
+func (t *memTable) mapsAddr(addr uintptr) bool {
+	if t == nil {
+		return false
+	}
+	for i := range t.regions {
+		d := t.regions[i].data
+		if len(d) > 0 && addr-uintptr(unsafe.Pointer(&d[0])) < uintptr(len(d)) {
 			return true
 		}
 	}

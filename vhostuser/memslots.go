@@ -31,7 +31,8 @@ func (s *session) addMemReg(m *message) ([]byte, error) {
 	}
 	t.regions = append(t.regions, added.regions[0])
 	s.swapMem(t)
-	s.log.Debug("vhostuser: region added", "gpa", fmt.Sprintf("%#x", d.gpa), "size", d.size)
+	s.log.Debug("vhostuser: region added", "gpa", fmt.Sprintf("%#x", d.gpa), "size", d.size,
+		"sealed_against_shrinking", added.regions[0].sealed)
 	return nil, nil
 }
 

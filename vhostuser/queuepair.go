@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 )
@@ -79,6 +80,19 @@ func (q *QueuePair) exit(d *dirState) {
 	}
 }
 
+// leave ends a call on d begun by enter and gives the goroutine back the fault mode prev it
+// had before SetPanicOnFault(true). A guest-memory fault inside the call unwinds to here with
+// v.mu held (fault.go): it becomes the call's error, the ring is broken, the connection ends
+// and the lock is released. One deferred call per batch, no allocation.
+func (q *QueuePair) leave(d *dirState, v *vring, prev bool, err *error) {
+	if r := recover(); r != nil {
+		*err = v.faulted(r)
+		v.mu.Unlock()
+	}
+	debug.SetPanicOnFault(prev)
+	q.exit(d)
+}
+
 // checkDrained closes drained, once, when both directions are closed and idle; every
 // direction checks after its own last exit, so the later of the two sees both idle.
 func (q *QueuePair) checkDrained() {
@@ -127,14 +141,14 @@ func (q *QueuePair) usable(v *vring) error {
 // counted. While the front end keeps the TX ring disabled its frames are drained and
 // discarded. It returns an error wrapping net.ErrClosed when the pair is stopped or closed
 // or the front end is gone, and one also wrapping ErrRingBroken when the guest broke the ring.
-func (q *QueuePair) ReadFrames(bufs [][]byte, sizes []int, offset int) (int, error) {
+func (q *QueuePair) ReadFrames(bufs [][]byte, sizes []int, offset int) (n int, err error) {
 	if len(sizes) < len(bufs) {
 		bufs = bufs[:len(sizes)]
 	}
 	if !q.enter(&q.txState) {
 		return 0, errQueueClosed
 	}
-	defer q.exit(&q.txState)
+	defer q.leave(&q.txState, q.tx, debug.SetPanicOnFault(true), &err)
 	v := q.tx
 	woke := false
 	for {
@@ -201,13 +215,12 @@ func (q *QueuePair) DeliverFrames(frames [][]byte) (int, error) {
 func (q *QueuePair) RXEnabled() bool { return q.rx.live.Load() }
 
 // write is WriteFrames and DeliverFrames: it returns how many frames were delivered.
-func (q *QueuePair) write(frames [][]byte, stopDisabled bool) (int, error) {
+func (q *QueuePair) write(frames [][]byte, stopDisabled bool) (done int, err error) {
 	if !q.enter(&q.rxState) {
 		return 0, errQueueClosed
 	}
-	defer q.exit(&q.rxState)
+	defer q.leave(&q.rxState, q.rx, debug.SetPanicOnFault(true), &err)
 	v := q.rx
-	done := 0
 	woke := false
 	for done < len(frames) {
 		v.mu.Lock()

@@ -96,7 +96,8 @@ func New(cfg Config, h Handler) (*Server, error) {
 // ServeConn runs one front end's session on c to its end, folds its counters into the
 // totals and closes c. It returns once QueuePairStopped was called for every started pair:
 // nil when the front end left, ErrServerClosed after Close, or the error that ended the
-// connection (a refused message, counted in ProtocolErrors).
+// connection (a refused message, counted in ProtocolErrors; a fault in guest memory,
+// wrapping ErrMemoryFault, counted in MemoryFaults).
 func (s *Server) ServeConn(c *net.UnixConn) error {
 	sess := newSession(&s.cfg, s.h, s.log, newUnixTransport(c))
 	s.mu.Lock()
@@ -111,18 +112,23 @@ func (s *Server) ServeConn(c *net.UnixConn) error {
 	s.log.Info("vhostuser: front end connected")
 
 	err := sess.run()
+	fault := errors.Is(err, ErrMemoryFault)
 
 	// Count before hanging up, so a front end that sees the hang-up sees the count too.
 	s.mu.Lock()
 	s.cur = nil
 	s.totals.addVrings(sess.stats)
 	closing := s.closed
-	if err != nil && !isDisconnect(err) && !closing {
+	switch {
+	case fault:
+		s.totals.MemoryFaults++
+	case err != nil && !isDisconnect(err) && !closing:
 		s.totals.ProtocolErrors++
 	}
 	s.mu.Unlock()
 	c.Close()
 	switch {
+	case fault: // logged below, once
 	case closing:
 		s.log.Info("vhostuser: front end disconnected")
 		return ErrServerClosed
@@ -168,6 +174,8 @@ func (s *Server) Stats() Stats {
 	if s.cur != nil {
 		st.addVrings(s.cur.stats)
 		st.MTU = int(s.cur.mtu.Load())
+		st.Regions = int(s.cur.nRegions.Load())
+		st.SealedRegions = int(s.cur.nSealed.Load())
 	}
 	return st
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/debug"
 	"sync/atomic"
 )
 
@@ -24,13 +25,16 @@ type session struct {
 	protoAcked uint64 // protocol features acked by SET_PROTOCOL_FEATURES
 	owner      bool
 	mtu        atomic.Int64 // read by Server.Stats from other goroutines
+	nRegions   atomic.Int64 // regions mapped, for Server.Stats
+	nSealed    atomic.Int64 // of those, sealed against shrinking
 	mem        *memTable
 	dlog       *dirtyLog // the last SET_LOG_BASE; the vrings use it while LOG_ALL is acked
 	vrings     []*vring
 	pairs      []*QueuePair
 	stats      []vringStats
 
-	// fatal is why a worker ended the connection (a dirty log too small); run returns it.
+	// fatal is why a worker ended the connection (a dirty log too small, a guest-memory
+	// fault); run returns it.
 	fatal atomic.Pointer[error]
 
 	regions []memRegion
@@ -51,27 +55,37 @@ func newSession(cfg *Config, h Handler, log *slog.Logger, t transport) *session 
 	}
 	s.r.t = t
 	for i := range s.vrings {
-		s.vrings[i] = &vring{index: i, log: log, stats: &s.stats[i]}
+		s.vrings[i] = &vring{index: i, log: log, stats: &s.stats[i], onFault: s.end}
 	}
 	return s
 }
 
 // run serves messages until the connection ends or a message is refused, then stops every
 // queue pair (calling QueuePairStopped) and releases the memory; it returns the reason.
+// Guest-memory faults in its handlers panic instead of killing the process (fault.go).
 func (s *session) run() error {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer s.teardown()
 	for {
 		m, err := s.r.read()
+		if err == nil {
+			s.log.Debug("vhostuser: request", "request", m.hdr.req.String(), "size", m.hdr.size, "fds", len(m.fds))
+			err = s.dispatch(m)
+		}
 		if err != nil {
 			if f := s.fatal.Load(); f != nil {
 				return *f
 			}
 			return err
 		}
-		s.log.Debug("vhostuser: request", "request", m.hdr.req.String(), "size", m.hdr.size, "fds", len(m.fds))
-		if err := s.dispatch(m); err != nil {
-			return err
-		}
+	}
+}
+
+// end ends the connection from a worker, once: it closes the transport, which makes run
+// return err.
+func (s *session) end(err error) {
+	if s.fatal.CompareAndSwap(nil, &err) {
+		s.t.close()
 	}
 }
 
@@ -104,15 +118,14 @@ func (s *session) resetRings(forget bool) {
 	s.mem = nil
 	s.dlog.unmap()
 	s.dlog = nil
+	s.nRegions.Store(0)
+	s.nSealed.Store(0)
 }
 
 // abort ends the connection from a worker, once, with a protocol error that run returns:
 // the front end's dirty log does not cover guest address gpa.
 func (s *session) abort(gpa uint64) {
-	err := protoErr(reqSetLogBase, "dirty log too small for guest address %#x", gpa)
-	if s.fatal.CompareAndSwap(nil, &err) {
-		s.t.close()
-	}
+	s.end(protoErr(reqSetLogBase, "dirty log too small for guest address %#x", gpa))
 }
 
 // lockAll takes every vring lock, in index order, so the control goroutine can change what
@@ -247,7 +260,7 @@ func (s *session) setMemTable(m *message) ([]byte, error) {
 		return nil, fmt.Errorf("vhostuser: SET_MEM_TABLE: %w", err)
 	}
 	s.swapMem(t)
-	s.log.Info("vhostuser: memory table set", "regions", len(t.regions))
+	s.log.Info("vhostuser: memory table set", "regions", len(t.regions), "sealed_against_shrinking", t.sealedRegions())
 	return nil, nil
 }
 
@@ -264,6 +277,8 @@ func (s *session) swapMem(t *memTable) {
 	}
 	s.unlockAll()
 	old.unmapExcept(t)
+	s.nRegions.Store(int64(len(t.regions)))
+	s.nSealed.Store(int64(t.sealedRegions()))
 }
 
 // netSetMTU records the MTU the front end configured for the guest.

@@ -7,6 +7,7 @@ type Stats struct {
 	Connections    uint64       // front ends served, the current one included
 	ProtocolErrors uint64       // connections ended because of a malformed, unknown or failed message
 	RingViolations uint64       // rings stopped because the guest broke the virtqueue rules
+	MemoryFaults   uint64       // connections ended because touching guest memory faulted (SIGBUS: the front end shrank a region's file, or the host could not back a page)
 	TXFrames       uint64       // frames handed to ReadFrames callers
 	TXBytes        uint64       // their bytes, virtio-net header excluded
 	TXDropped      uint64       // guest frames discarded: empty, larger than the buffer, a bad offload request, or on a disabled ring
@@ -19,6 +20,8 @@ type Stats struct {
 	Notifies       uint64       // used-buffer notifications sent to the guest
 	Waits          uint64       // times a worker parked waiting for the guest
 	MTU            int          // MTU set by the current front end (NET_SET_MTU), 0 if none
+	Regions        int          // guest memory regions the current front end shared
+	SealedRegions  int          // of those, how many it sealed against shrinking (F_SEAL_SHRINK), so they cannot fault
 	Queues         []QueueStats // per queue pair, indexed by pair
 }
 

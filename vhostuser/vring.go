@@ -24,9 +24,10 @@ type vring struct {
 	// directions of a queue pair never contend.
 	mu sync.Mutex
 
-	index int
-	log   *slog.Logger
-	stats *vringStats
+	index   int
+	log     *slog.Logger
+	stats   *vringStats
+	onFault func(error) // ends the connection after a guest-memory fault (fault.go)
 
 	// Front-end configuration.
 	num       uint32 // queue size; 0 until SET_VRING_NUM

@@ -114,23 +114,32 @@ func (s *session) setVringKick(m *message) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := s.kickRing(v, e); err != nil {
+		return nil, err
+	}
+	s.maybeStartPair(v.index / 2)
+	return nil, nil
+}
+
+// kickRing installs kick fd e on v and starts v if it is stopped. Starting touches guest
+// memory, so the lock is released by defer: a fault unwinds through it (fault.go).
+func (s *session) kickRing(v *vring, e *eventFile) error {
 	v.mu.Lock()
+	defer v.mu.Unlock()
 	old := v.kick
 	v.kick = e
 	old.close()
-	if !v.started {
-		if v.num == 0 || !v.addrSet || s.mem == nil {
-			v.mu.Unlock()
-			return nil, protoErr(reqSetVringKick, "vring %d started before its size, addresses and memory table", v.index)
-		}
-		v.start(s.acked)
-		if v.broken == nil {
-			v.log.Debug("vhostuser: vring started", "vring", v.index, "size", v.num, "base", v.lastAvail)
-		}
+	if v.started {
+		return nil
 	}
-	v.mu.Unlock()
-	s.maybeStartPair(v.index / 2)
-	return nil, nil
+	if v.num == 0 || !v.addrSet || s.mem == nil {
+		return protoErr(reqSetVringKick, "vring %d started before its size, addresses and memory table", v.index)
+	}
+	v.start(s.acked)
+	if v.broken == nil {
+		v.log.Debug("vhostuser: vring started", "vring", v.index, "size", v.num, "base", v.lastAvail)
+	}
+	return nil
 }
 
 // setVringCall installs (or, without an fd, removes) the fd used to notify the guest, and

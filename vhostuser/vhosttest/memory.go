@@ -35,13 +35,34 @@ type Memory struct {
 // NewMemory creates size bytes of guest memory (a multiple of 8 KiB), split into two
 // regions when split is set.
 func NewMemory(size int, split bool) (*Memory, error) {
-	fd, err := unix.MemfdCreate("vhosttest-guest", unix.MFD_CLOEXEC)
+	return newMemory(size, split, false)
+}
+
+// NewSealedMemory is NewMemory with the memfd sealed against shrinking and growing
+// (F_SEAL_SHRINK|F_SEAL_GROW), as QEMU's memory-backend-memfd seals it by default.
+func NewSealedMemory(size int, split bool) (*Memory, error) {
+	return newMemory(size, split, true)
+}
+
+// newMemory creates the memfd, sized and sealed if asked, and maps it.
+func newMemory(size int, split, sealed bool) (*Memory, error) {
+	flags := unix.MFD_CLOEXEC
+	if sealed {
+		flags |= unix.MFD_ALLOW_SEALING
+	}
+	fd, err := unix.MemfdCreate("vhosttest-guest", flags)
 	if err != nil {
 		return nil, err
 	}
 	if err := unix.Ftruncate(fd, int64(size)); err != nil {
 		unix.Close(fd)
 		return nil, err
+	}
+	if sealed {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
 	}
 	b, err := unix.Mmap(fd, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
