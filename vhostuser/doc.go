@@ -13,11 +13,12 @@
 // indirect tables refused; a guest that breaks a virtqueue rule gets that ring stopped and
 // counted (Stats.RingViolations), nothing else. A malformed or unknown control message ends
 // that connection with a logged reason, never the process, and every fd it carried is
-// closed.
+// closed. A front end that shrinks the file behind guest memory makes the next access
+// fault: that connection ends (Stats.MemoryFaults, fault.go), not the process.
 //
 // Files: message.go (wire format), conn.go (socket and SCM_RIGHTS), handler.go (request
 // table, fd-count and size checks, REPLY_ACK), session.go, vringmsg.go and memslots.go
-// (protocol state and handlers), memory.go (guest memory table), vring.go, chain.go, tx.go
+// (protocol state and handlers), memory.go (guest memory table), fault.go (guest-memory faults), vring.go, chain.go, tx.go
 // and rx.go (split virtqueue), queuepair.go (the data-path API), eventfd.go (netpoller),
 // virtionet.go (features and header), stats.go, server.go (listen, dial, inherited fd),
 // dirtylog.go (the migration dirty log: SET_LOG_BASE, LOG_ALL) and announce.go (SEND_RARP).

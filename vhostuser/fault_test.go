@@ -73,6 +73,7 @@ func TestMemoryFaultVictim(t *testing.T) {
 	var srv *Server
 	var fe *vhosttest.FrontEnd
 	var ended time.Duration
+	movedAtFault := by.backendRead.Load()
 	switch sc {
 	case "idle", "flowing":
 		v := newFlowPort(t, log)
@@ -83,8 +84,8 @@ func TestMemoryFaultVictim(t *testing.T) {
 			v.quiesce(t)
 		}
 		maps := guestMappings(t)
+		movedAtFault = by.backendRead.Load()
 		truncated := truncate(t, v.g.Mem)
-		movedAtFault := by.backendRead.Load()
 		if sc == "idle" {
 			// The next access after the truncation: a frame for the guest.
 			if err := v.q.WriteFrames([][]byte{make([]byte, 64)}); !errors.Is(err, ErrMemoryFault) || !errors.Is(err, net.ErrClosed) {
@@ -101,7 +102,6 @@ func TestMemoryFaultVictim(t *testing.T) {
 		if got := guestMappings(t); got != maps-1 {
 			t.Errorf("guest mappings %d after the fault, want %d (the back end's unmapped)", got, maps-1)
 		}
-		by.waitMoved(t, movedAtFault+1000)
 	case "control":
 		r := newRig(t, rigOpts{noStart: true, log: log})
 		srv, fe = r.srv, r.fe
@@ -112,6 +112,7 @@ func TestMemoryFaultVictim(t *testing.T) {
 		waitFault(t, srv)
 		ended = time.Since(truncated)
 	}
+	by.waitMoved(t, movedAtFault+1000)
 	st := srv.Stats()
 	if st.MemoryFaults != 1 || st.ProtocolErrors != 0 || st.RingViolations != 0 || st.Connections != 1 {
 		t.Errorf("victim stats: faults %d protocol errors %d violations %d connections %d, want 1 0 0 1",
@@ -126,7 +127,7 @@ func TestMemoryFaultVictim(t *testing.T) {
 	}
 	moved := by.stop(t)
 	t.Logf("%s: connection ended %v after the truncation; victim faults=%d, logged: %s; bystander moved %d frames each way, 0 lost, in order",
-		sc, ended.Round(time.Microsecond), st.MemoryFaults, strings.TrimSpace(logs.String()), moved)
+		sc, ended.Round(time.Microsecond), st.MemoryFaults, faultLine(logs.String()), moved)
 }
 
 // flowPort is a server with a vhosttest guest and a back-end worker per direction, each
@@ -390,6 +391,17 @@ func checkNoLeaks(t *testing.T, fds, goroutines int) {
 			t.Errorf("%d fds open, %d before", n, fds)
 		}
 	})
+}
+
+// faultLine returns the log line that reports the fault.
+func faultLine(logs string) string {
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, "guest memory fault") {
+			_, msg, _ := strings.Cut(l, "msg=")
+			return msg
+		}
+	}
+	return "(none)"
 }
 
 // lockedBuffer is a log sink safe for concurrent writers.
