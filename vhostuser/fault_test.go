@@ -26,11 +26,12 @@ const victimEnv = "VHOSTUSER_FAULT_VICTIM"
 // TestMemoryFault has a front end shrink its guest memory (ftruncate of the memfd to 0)
 // under a served connection while a second server in the same process carries traffic:
 // with the ring idle and then touched, while frames flow both ways, and before a ring
-// start (the control goroutine touches used->idx). Each scenario runs in a child process,
+// start (the control goroutine touches used->idx), and the dirty log's memfd instead of
+// the guest memory's while logging for migration. Each scenario runs in a child process,
 // since a fault that kills the process would take this test binary with it: the child
 // must pass (see TestMemoryFaultVictim for what it checks).
 func TestMemoryFault(t *testing.T) {
-	for _, sc := range []string{"idle", "flowing", "control"} {
+	for _, sc := range []string{"idle", "flowing", "control", "dirtylog"} {
 		t.Run(sc, func(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^TestMemoryFaultVictim$", "-test.v", "-test.count=1", "-test.timeout=120s")
 			cmd.Env = append(os.Environ(), victimEnv+"="+sc)
@@ -85,7 +86,7 @@ func TestMemoryFaultVictim(t *testing.T) {
 		}
 		maps := guestMappings(t)
 		movedAtFault = by.backendRead.Load()
-		truncated := truncate(t, v.g.Mem)
+		truncated := truncate(t, v.g.Mem.FD)
 		if sc == "idle" {
 			// The next access after the truncation: a frame for the guest.
 			if err := v.q.WriteFrames([][]byte{make([]byte, 64)}); !errors.Is(err, ErrMemoryFault) || !errors.Is(err, net.ErrClosed) {
@@ -105,9 +106,25 @@ func TestMemoryFaultVictim(t *testing.T) {
 	case "control":
 		r := newRig(t, rigOpts{noStart: true, log: log})
 		srv, fe = r.srv, r.fe
-		truncated := truncate(t, r.mem)
+		truncated := truncate(t, r.mem.FD)
 		if err := r.fe.StartQueue(0, r.rx, 0); err == nil {
 			t.Fatal("ring started on truncated memory")
+		}
+		waitFault(t, srv)
+		ended = time.Since(truncated)
+	case "dirtylog":
+		r := newRig(t, rigOpts{proto: allProto | vhosttest.PLogShmFD, log: log})
+		srv, fe = r.srv, r.fe
+		l := newTestLog(t, logSizeFor(r.mem.Base+uint64(len(r.mem.Bytes))))
+		if err := r.fe.SetLogBase(l.fd, l.size, l.off); err != nil {
+			t.Fatal(err)
+		}
+		setLogAll(t, r, true)
+		r.rxBuffers(4, 2048)
+		r.rx.Publish()
+		truncated := truncate(t, l.fd)
+		if err := r.q.WriteFrames([][]byte{frame(100, 1)}); !errors.Is(err, ErrMemoryFault) {
+			t.Fatalf("WriteFrames with the dirty log truncated: %v, want ErrMemoryFault", err)
 		}
 		waitFault(t, srv)
 		ended = time.Since(truncated)
@@ -338,11 +355,11 @@ func (p *flowPort) checkWorkersEnded(t *testing.T, flowing bool) {
 	}
 }
 
-// truncate shrinks the guest memory's memfd to nothing, as a hostile front end could, and
-// returns when.
-func truncate(t *testing.T, m *vhosttest.Memory) time.Time {
+// truncate shrinks the file fd (guest memory, a dirty log) to nothing, as a hostile front
+// end could, and returns when.
+func truncate(t *testing.T, fd int) time.Time {
 	t.Helper()
-	if err := unix.Ftruncate(m.FD, 0); err != nil {
+	if err := unix.Ftruncate(fd, 0); err != nil {
 		t.Fatal(err)
 	}
 	return time.Now()
