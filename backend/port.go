@@ -148,6 +148,7 @@ func OpenPort(cfg PortConfig, log *slog.Logger) (*Port, error) {
 	p := &Port{cfg: cfg, tun: tun, log: log, done: make(chan struct{}), state: PortRunning}
 	p.net = capture.NewTap(tun)
 	p.pump = pump.NewPump(p.net, func(n int) { tun.Stats().AddDrop(l2tp.DropVMDown, uint64(n)) })
+	p.pump.CountDropsWith(tun.Stats().AddDrop, tun.Stats().AddTxDrop)
 	if p.fe, err = openFrontEnd(cfg, log); err != nil {
 		tun.Close()
 		return nil, err
@@ -198,6 +199,7 @@ func (p *Port) wait(errc chan error) {
 	}
 	p.mu.Unlock()
 	p.cancel()
+	p.pump.CloseWires()
 	p.fe.Close()
 	p.tun.Close()
 	<-errc
@@ -214,6 +216,7 @@ func (p *Port) Close() error {
 	}
 	p.mu.Unlock()
 	if p.cancel == nil { // never started
+		p.pump.CloseWires()
 		p.fe.Close()
 		return p.tun.Close()
 	}

@@ -11,8 +11,10 @@ import (
 	"time"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/frontend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/impair"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser/vhosttest"
 )
 
@@ -209,9 +211,18 @@ func waitCount(c *atomic.Int64, base int64, want int) int {
 	return int(last)
 }
 
-// benchVhost runs one direction at one size over queues pairs.
-func benchVhost(b *testing.B, queues, size int, encap bool) {
+// benchVhost runs one direction at one size over queues pairs, through
+// the impairments spec names ("": none).
+func benchVhost(b *testing.B, queues, size int, encap bool, spec string) {
 	r := newVhostRig(b, queues)
+	if spec != "" {
+		s, err := impair.Parse(spec)
+		if err != nil {
+			b.Fatal(err)
+		}
+		r.port.pump.SetWire(pump.ToVM, pump.WireState{Spec: s})
+		r.port.pump.SetWire(pump.ToNetwork, pump.WireState{Spec: s})
+	}
 	move := r.decap
 	if encap {
 		move = r.encap
@@ -233,15 +244,19 @@ func benchVhost(b *testing.B, queues, size int, encap bool) {
 // BenchmarkVhostUser moves frames guest → vhost-user → pump → L2TPv3/UDP
 // (encap) and back (decap) through a real port in this process, with one
 // and two queue pairs (the numbers behind the multiqueue decision in
-// senders.go).
+// senders.go), and with one pair through an impairment line that changes
+// nothing ("seed 1": the cost of the line itself).
 func BenchmarkVhostUser(b *testing.B) {
 	for _, dir := range []string{"encap", "decap"} {
 		for _, size := range []int{64, 1500} {
 			for _, q := range []int{1, 2} {
 				b.Run(fmt.Sprintf("%s/%dB/q%d", dir, size, q), func(b *testing.B) {
-					benchVhost(b, q, size, dir == "encap")
+					benchVhost(b, q, size, dir == "encap", "")
 				})
 			}
+			b.Run(fmt.Sprintf("%s/%dB/q1/impaired", dir, size), func(b *testing.B) {
+				benchVhost(b, 1, size, dir == "encap", "seed 1")
+			})
 		}
 	}
 }

@@ -39,14 +39,26 @@ const (
 	// DropKernel: the kernel dropped datagrams for this socket (SO_RXQ_OVFL,
 	// receive buffer full).
 	DropKernel
+	// DropLinkDown: the port's link was set down in that direction
+	// (counted by the backend, as the next three).
+	DropLinkDown
+	// DropImpairLoss: lost on purpose (impairment loss, random or
+	// Gilbert–Elliott).
+	DropImpairLoss
+	// DropImpairRate: the queue behind an impairment rate limit was full.
+	DropImpairRate
+	// DropImpairLimit: the impairment delay line was full and its spec set
+	// limit (drop rather than hold the sender back).
+	DropImpairLimit
 )
 
 // NumDrops is the number of Drop reasons; StatsSnapshot.Drops is indexed by Drop.
-const NumDrops = int(DropKernel) + 1
+const NumDrops = int(DropImpairLimit) + 1
 
 // dropNames are the counter names, as metrics and logs print them.
 var dropNames = [NumDrops]string{"session", "cookie", "sequence", "truncated",
-	"source", "malformed", "control", "oversize", "send_error", "vm_down", "kernel"}
+	"source", "malformed", "control", "oversize", "send_error", "vm_down", "kernel",
+	"link_down", "impair_loss", "impair_rate", "impair_limit"}
 
 // String returns the reason's counter name ("session", "send_error", …).
 func (d Drop) String() string {
@@ -131,6 +143,15 @@ func (s *Stats) AddDrop(d Drop, n uint64) {
 		return
 	}
 	s.rxDrops[d].Add(n)
+}
+
+// AddTxDrop is AddDrop for a reason the transmit goroutine counts (the
+// backend's drops on the way to the network), on the transmit side's cache
+// line.
+func (s *Stats) AddTxDrop(d Drop, n uint64) {
+	if int(d) < NumDrops {
+		s.txDrops[d].Add(n)
+	}
 }
 
 // addRx counts frames handed to the VM side.

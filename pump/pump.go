@@ -7,6 +7,9 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/cpu"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/impair"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 )
 
 // MaxFrame is the largest Ethernet frame the VM side may hand over: QEMU's
@@ -36,6 +39,12 @@ const MaxQueues = 16
 type Pump struct {
 	net    Network
 	vmDown func(n int)
+	// countDrop and countTxDrop count frames a cut or impaired wire drops,
+	// on the receive and the transmit side's counters.
+	countDrop, countTxDrop func(r l2tp.Drop, n uint64)
+
+	wires  wires       // link state and impairments (wire.go)
+	sendMu *sync.Mutex // shared by the queue pairs' senders if the network has none of its own
 
 	attached atomic.Pointer[portSet]
 
@@ -90,8 +99,9 @@ func NewPump(net Network, vmDown func(n int)) *Pump {
 	if vmDown == nil {
 		vmDown = func(int) {}
 	}
-	return &Pump{net: net, vmDown: vmDown, queues: []*queue{{send: net}},
-		rx: newSteerer(net.BatchSize())}
+	noCount := func(l2tp.Drop, uint64) {}
+	return &Pump{net: net, vmDown: vmDown, countDrop: noCount, countTxDrop: noCount, sendMu: new(sync.Mutex),
+		queues: []*queue{{send: net}}, rx: newSteerer(net.BatchSize())}
 }
 
 // SetQueues prepares n queue pairs, each with a network sender of its own
@@ -105,9 +115,8 @@ func (p *Pump) SetQueues(n int) error {
 		return nil
 	}
 	qs := make([]*queue, n)
-	mu := new(sync.Mutex) // shared by the queue pairs if the network has no senders
 	for i := range qs {
-		s, err := newNetSender(p.net, mu)
+		s, err := newNetSender(p.net, p.sendMu)
 		if err != nil {
 			return fmt.Errorf("queue pair %d: %w", i, err)
 		}
@@ -135,6 +144,7 @@ func (p *Pump) Attached() int {
 // in the process.
 func (p *Pump) RunNetToVM() error {
 	frames := make([][]byte, p.net.BatchSize())
+	var last *wireLine // the impairment line this goroutine pushed into last
 	for {
 		n, err := p.net.ReadFrames(frames)
 		if err != nil {
@@ -143,19 +153,36 @@ func (p *Pump) RunNetToVM() error {
 		if n == 0 {
 			continue
 		}
-		set := p.attached.Load()
-		switch {
-		case set == nil:
-			p.vmDown(n)
-		case len(set.live) == 1:
+		if w := p.wires.dir[ToVM].Load(); w != nil || last != nil {
 			p.toVM.Store(int64(n))
-			p.deliver(set.ports[set.live[0]], frames[:n])
-		default:
-			p.toVM.Store(int64(n))
-			p.rx.steer(p, set, frames[:n])
+			err = p.pass(ToVM, w, &last, n,
+				func(l *impair.Line, from int) (int, error) { return l.PushFrames(frames[from:n]) },
+				func(from int) error { p.toVMBatch(frames[from:n]); return nil })
+			p.toVM.Store(0)
+			if err != nil {
+				return err
+			}
+			continue
 		}
-		p.toVM.Store(0)
+		p.toVMBatch(frames[:n])
 	}
+}
+
+// toVMBatch hands a batch to the attached port or ports, counting it as
+// undeliverable when none is attached.
+func (p *Pump) toVMBatch(frames [][]byte) {
+	set := p.attached.Load()
+	switch {
+	case set == nil:
+		p.vmDown(len(frames))
+	case len(set.live) == 1:
+		p.toVM.Store(int64(len(frames)))
+		p.deliver(set.ports[set.live[0]], frames)
+	default:
+		p.toVM.Store(int64(len(frames)))
+		p.rx.steer(p, set, frames)
+	}
+	p.toVM.Store(0)
 }
 
 // deliver hands frames to one port, waiting while it cannot take them. If
@@ -196,6 +223,7 @@ func (p *Pump) ServeQueue(i int, port VMPort) error {
 	if b := port.BatchSize(); b > 0 && b < len(bufs) {
 		bufs, sizes = bufs[:b], sizes[:b]
 	}
+	var last *wireLine // the impairment line this goroutine pushed into last
 	for {
 		n, err := port.ReadFrames(bufs, sizes, off)
 		if err != nil {
@@ -205,7 +233,13 @@ func (p *Pump) ServeQueue(i int, port VMPort) error {
 			continue
 		}
 		q.held.Store(int64(n))
-		err = q.send.WriteFrames(bufs[:n], sizes[:n], off)
+		if w := p.wires.dir[ToNetwork].Load(); w != nil || last != nil {
+			err = p.pass(ToNetwork, w, &last, n,
+				func(l *impair.Line, from int) (int, error) { return l.PushBufs(bufs[from:n], sizes[from:n], off) },
+				func(from int) error { return q.send.WriteFrames(bufs[from:n], sizes[from:n], off) })
+		} else {
+			err = q.send.WriteFrames(bufs[:n], sizes[:n], off)
+		}
 		q.held.Store(0)
 		if err != nil {
 			return errors.Join(errNetwork, err)
