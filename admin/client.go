@@ -95,6 +95,19 @@ func (c *Client) StopCapture(ctx context.Context, name string) (capture.Status, 
 }
 
 // portPath is a port's URL path, its name escaped.
+// SetLink cuts or restores a port's link (PUT /v1/ports/{name}/link).
+func (c *Client) SetLink(ctx context.Context, name string, req LinkRequest) (WireAnswer, error) {
+	var ans WireAnswer
+	return ans, c.do(ctx, http.MethodPut, portPath(name)+"/link", req, &ans)
+}
+
+// SetImpairment sets or clears a port's impairments (PUT
+// /v1/ports/{name}/impairment).
+func (c *Client) SetImpairment(ctx context.Context, name string, req ImpairRequest) (WireAnswer, error) {
+	var ans WireAnswer
+	return ans, c.do(ctx, http.MethodPut, portPath(name)+"/impairment", req, &ans)
+}
+
 func portPath(name string) string { return "/v1/ports/" + url.PathEscape(name) }
 
 // do sends one request (in as JSON when not nil) and decodes a 2xx answer

@@ -51,6 +51,8 @@ func NewServer(ports *backend.Ports, log *slog.Logger, metrics http.Handler) *Se
 	s.mux.HandleFunc("POST /v1/ports/{name}/capture", s.startCapture)
 	s.mux.HandleFunc("DELETE /v1/ports/{name}/capture", s.stopCapture)
 	s.mux.HandleFunc("GET /v1/ports/{name}/capture", s.streamCapture)
+	s.mux.HandleFunc("PUT /v1/ports/{name}/link", s.setLink)
+	s.mux.HandleFunc("PUT /v1/ports/{name}/impairment", s.setImpairment)
 	s.mux.HandleFunc("GET /metrics", s.serveMetrics)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("%s %s: no such endpoint", r.Method, r.URL.Path))

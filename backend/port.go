@@ -27,6 +27,19 @@ type PortSpec struct {
 	VhostUser string `json:"vhost_user,omitempty" toml:"vhost-user"`
 	L2TPv3    string `json:"l2tpv3" toml:"l2tpv3"`
 	Batch     int    `json:"batch,omitempty" toml:"batch"`
+
+	// The wire (wire.go): link "down", "down in" or "down out" starts the
+	// port cut; impairments in netem's words for both directions, into
+	// the VM (in) or from it (out).
+	Link      string `json:"link,omitempty" toml:"link"`
+	Impair    string `json:"impair,omitempty" toml:"impair"`
+	ImpairIn  string `json:"impair_in,omitempty" toml:"impair-in"`
+	ImpairOut string `json:"impair_out,omitempty" toml:"impair-out"`
+	// QMP is QEMU's QMP socket ("unix:PATH" or a path) through which a
+	// cut link also sets the guest NIC's link (set_link); QMPID names that
+	// NIC there, its device or netdev id (default: the port's name).
+	QMP   string `json:"qmp,omitempty" toml:"qmp"`
+	QMPID string `json:"qmp_id,omitempty" toml:"qmp-id"`
 }
 
 // PortConfig is a validated PortSpec.
@@ -36,11 +49,17 @@ type PortConfig struct {
 	VhostUser *frontend.VhostUserAddr
 	L2TP      l2tp.Config
 	Batch     int
+	Wire      [2]pump.WireState // by pump.Direction, at start
+	QMP       string
+	QMPID     string
 }
 
 // Parse validates the spec; each error names the field and the reason.
 func (s PortSpec) Parse() (PortConfig, error) {
-	c := PortConfig{Name: s.Name, Batch: s.Batch}
+	c := PortConfig{Name: s.Name, Batch: s.Batch, QMP: s.QMP, QMPID: s.QMPID}
+	if c.QMPID == "" {
+		c.QMPID = s.Name
+	}
 	if c.Batch == 0 {
 		c.Batch = DefaultBatch
 	}
@@ -72,6 +91,9 @@ func (s PortSpec) Parse() (PortConfig, error) {
 	var err error
 	if c.L2TP, err = l2tp.ParseOptions(s.L2TPv3); err != nil {
 		return c, fmt.Errorf("--%w", err) // "--l2tpv3: missing dst"
+	}
+	if c.Wire, err = s.parseWires(); err != nil {
+		return c, err
 	}
 	return c, nil // a vhost-user MTU left 0 is the tunnel's inner MTU (OpenPort)
 }
@@ -123,6 +145,8 @@ type Port struct {
 	pump *pump.Pump
 	fe   frontend.FrontEnd
 	log  *slog.Logger
+	// wireMu serialises link and impairment changes (wire.go).
+	wireMu sync.Mutex
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -158,6 +182,11 @@ func OpenPort(cfg PortConfig, log *slog.Logger) (*Port, error) {
 		tun.Close()
 		return nil, err
 	}
+	if err := p.applyWires(); err != nil { // after SetQueues: a line's sender depends on the queue pairs
+		p.fe.Close()
+		tun.Close()
+		return nil, err
+	}
 	return p, nil
 }
 
@@ -179,6 +208,9 @@ func (p *Port) Start() {
 	go func() { errc <- p.pump.RunNetToVM() }()
 	go func() { errc <- p.fe.Run(ctx, p.pump) }()
 	go logDrops(ctx, p.log, p.tun, DropLogInterval)
+	if p.cfg.Wire[pump.ToVM].Down && p.cfg.Wire[pump.ToNetwork].Down {
+		go p.startCut(ctx)
+	}
 	go p.wait(errc)
 	u := p.tun.Underlay()
 	p.log.Info("ready", "front_end", p.fe.Status().String(), "local", p.tun.LocalAddr(), "peer", p.tun.PeerAddr(),
@@ -270,6 +302,7 @@ type PortStatus struct {
 	InnerMTU int                `json:"inner_mtu,omitempty"` // what the underlay MTU carries whole
 	Underlay *l2tp.Underlay     `json:"underlay,omitempty"`  // the underlay MTU and its source
 	Ring     pump.RingOccupancy `json:"ring_occupancy"`      // frames held for the other side
+	Wires    []pump.WireStatus  `json:"wires,omitempty"`     // link state and impairments by direction
 }
 
 // Status reports the port's state and counters.
@@ -291,6 +324,7 @@ func (p *Port) Status() PortStatus {
 	u := p.tun.Underlay()
 	st.InnerMTU, st.Underlay = p.tun.InnerMTU(), &u
 	st.Ring = p.pump.Occupancy()
+	st.Wires = p.Wires()
 	return st
 }
 

@@ -73,6 +73,18 @@ func (s Spec) Active() bool { return s != Spec{} }
 // (a bottleneck's queue overflows).
 func (s Spec) DropsWhenFull() bool { return s.Limit > 0 || s.Rate > 0 }
 
+// MeanLoss is the share of frames lost in the long run: the random loss,
+// or the Gilbert–Elliott chain's: frames arriving in the bad state (its
+// steady-state share p/(p+r)) lose 1-h, the others 1-k.
+func (s Spec) MeanLoss() float64 {
+	g := s.GE
+	if !g.Configured || g.P+g.R == 0 {
+		return s.Loss
+	}
+	bad := g.P / (g.P + g.R)
+	return bad*g.LossBad + (1-bad)*g.LossGood
+}
+
 // Capacity is the delay line's length in frames.
 func (s Spec) Capacity() int {
 	if s.Limit > 0 {

@@ -11,7 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/impair"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 )
 
 // Namespace prefixes every metric name.
@@ -46,7 +48,7 @@ var (
 	descBytes = newDesc("bytes_total",
 		"Ethernet frame bytes carried through the port (without the L2TPv3 header), by direction.", "direction")
 	descDrops = newDesc("drops_total",
-		"Packets dropped by the L2TPv3 session, by reason (session, cookie, sequence, truncated, source, malformed, control, oversize: too big for a datagram or, with oversize=drop, for the underlay MTU; send_error, vm_down, kernel).", "reason")
+		"Packets dropped by the L2TPv3 session, by reason (session, cookie, sequence, truncated, source, malformed, control, oversize: too big for a datagram or, with oversize=drop, for the underlay MTU; send_error, vm_down, kernel; link_down: the port's link cut in that direction; impair_loss, impair_rate, impair_limit: dropped by impairments: lost on purpose, behind a full rate-limit queue, on a full delay line with limit set).", "reason")
 	descFrontEndDrops = newDesc("frontend_drops_total",
 		"Frames the front end dropped (vhost-user: unusable descriptors), by direction.", "direction")
 	descStalls = newDesc("backpressure_stalls_total",
@@ -80,7 +82,27 @@ var (
 	descAboveMTU = newDesc("above_mtu_total",
 		"Frames from the VM whose encapsulated datagram exceeded the underlay MTU (sent to fragment or dropped as oversize, per the oversize= policy).")
 
-	allDescs = []*prometheus.Desc{descPackets, descBytes, descDrops, descFrontEndDrops, descStalls,
+	descLinkUp = newDesc("link_up",
+		"1 while the port's link is up in that direction, 0 while it is cut (port link NAME down).", "direction")
+	descImpairDelay = newDesc("impairment_delay_seconds",
+		"Delay the port adds in that direction (impairment delay), 0 without.", "direction")
+	descImpairJitter = newDesc("impairment_jitter_seconds",
+		"Jitter around that delay (uniform: half-width; normal: standard deviation).", "direction")
+	descImpairLoss = newDesc("impairment_loss_ratio",
+		"Share of frames the impairment loses in the long run (random loss, or the Gilbert-Elliott model's steady state).", "direction")
+	descImpairRate = newDesc("impairment_rate_bytes_per_second",
+		"Rate limit on Ethernet frame bytes in that direction (the rate in bit/s divided by 8), 0 for none.", "direction")
+	descImpairDuplicate = newDesc("impairment_duplicate_ratio",
+		"Share of frames the impairment duplicates.", "direction")
+	descImpairCorrupt = newDesc("impairment_corrupt_ratio",
+		"Share of frames with one bit flipped by the impairment.", "direction")
+	descImpairReorder = newDesc("impairment_reorder_ratio",
+		"Reorder probability (frames sent at once, ahead of delayed ones).", "direction")
+	descImpairQueued = newDesc("impairment_queued_frames",
+		"Frames waiting in the impairment's delay line now.", "direction")
+
+	allDescs = []*prometheus.Desc{descLinkUp, descImpairDelay, descImpairJitter, descImpairLoss, descImpairRate,
+		descImpairDuplicate, descImpairCorrupt, descImpairReorder, descImpairQueued, descPackets, descBytes, descDrops, descFrontEndDrops, descStalls,
 		descStallSeconds, descSeqLost, descConnected, descConnections, descProtocolErrors,
 		descRingViolations, descState, descUptime, descInfo, descCaptureActive, descRefusedPeers, descQueueFrames,
 		descRingOccupancy, descAboveMTU}
@@ -166,6 +188,23 @@ func collectPort(ch chan<- prometheus.Metric, st backend.PortStatus) {
 	e.gauge(descRingOccupancy, float64(st.Ring.ToVM), ToVM)
 	e.gauge(descRingOccupancy, float64(st.Ring.ToNetwork), ToNetwork)
 	e.counter(descAboveMTU, float64(s.AboveMTU))
+	for _, w := range st.Wires {
+		collectWire(e, w)
+	}
+}
+
+// collectWire sends one direction's link state and impairment settings.
+func collectWire(e emitter, w pump.WireStatus) {
+	e.gauge(descLinkUp, boolValue(w.LinkUp), w.Direction)
+	spec, _ := impair.Parse(w.Impairment) // written by Spec.String: parses
+	e.gauge(descImpairDelay, spec.Delay.Seconds(), w.Direction)
+	e.gauge(descImpairJitter, spec.Jitter.Seconds(), w.Direction)
+	e.gauge(descImpairLoss, spec.MeanLoss(), w.Direction)
+	e.gauge(descImpairRate, float64(spec.Rate)/8, w.Direction)
+	e.gauge(descImpairDuplicate, spec.Duplicate, w.Direction)
+	e.gauge(descImpairCorrupt, spec.Corrupt, w.Direction)
+	e.gauge(descImpairReorder, spec.Reorder, w.Direction)
+	e.gauge(descImpairQueued, float64(w.Queued), w.Direction)
 }
 
 // boolValue is 1 for true, as gauges say yes.

@@ -28,6 +28,9 @@ func fakePorts(n *atomic.Uint64) func() []backend.PortStatus {
 		return []backend.PortStatus{
 			{Name: "vm1", SessionID: 32, State: backend.PortRunning, Uptime: 3, Session: s,
 				Ring: pump.RingOccupancy{ToVM: int64(k), ToNetwork: 64},
+				Wires: []pump.WireStatus{{Direction: "to_network", LinkUp: true, Queued: 7,
+					Impairment: "delay 50ms 10ms distribution normal loss gemodel 1% 25% 100% 0% rate 10000000bit"},
+					{Direction: "to_vm", LinkUp: false}},
 				FrontEnd: frontend.Status{Kind: "stream", Address: "unix:/x", Connected: true, Connections: 1,
 					Waits: k, WaitNanos: uint64(k) * 1e9}},
 			{Name: "vm2", SessionID: 33, State: backend.PortFailed, Error: "boom",
@@ -143,5 +146,29 @@ func TestHandler(t *testing.T) {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("scrape lacks %q", want)
 		}
+	}
+}
+
+// The wire gauges say what each direction is set to.
+func TestCollectorWires(t *testing.T) {
+	var n atomic.Uint64
+	want := `
+# HELP l2tpv3_netdev_impairment_loss_ratio Share of frames the impairment loses in the long run (random loss, or the Gilbert-Elliott model's steady state).
+# TYPE l2tpv3_netdev_impairment_loss_ratio gauge
+l2tpv3_netdev_impairment_loss_ratio{direction="to_network",port="vm1",session="32"} 0.038461538461538464
+l2tpv3_netdev_impairment_loss_ratio{direction="to_vm",port="vm1",session="32"} 0
+# HELP l2tpv3_netdev_impairment_rate_bytes_per_second Rate limit on Ethernet frame bytes in that direction (the rate in bit/s divided by 8), 0 for none.
+# TYPE l2tpv3_netdev_impairment_rate_bytes_per_second gauge
+l2tpv3_netdev_impairment_rate_bytes_per_second{direction="to_network",port="vm1",session="32"} 1.25e+06
+l2tpv3_netdev_impairment_rate_bytes_per_second{direction="to_vm",port="vm1",session="32"} 0
+# HELP l2tpv3_netdev_link_up 1 while the port's link is up in that direction, 0 while it is cut (port link NAME down).
+# TYPE l2tpv3_netdev_link_up gauge
+l2tpv3_netdev_link_up{direction="to_network",port="vm1",session="32"} 1
+l2tpv3_netdev_link_up{direction="to_vm",port="vm1",session="32"} 0
+`
+	err := testutil.CollectAndCompare(NewCollector(fakePorts(&n)), strings.NewReader(want),
+		"l2tpv3_netdev_link_up", "l2tpv3_netdev_impairment_loss_ratio", "l2tpv3_netdev_impairment_rate_bytes_per_second")
+	if err != nil {
+		t.Error(err)
 	}
 }

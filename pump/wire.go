@@ -267,3 +267,28 @@ func (p *Pump) countDropDir(d Direction, r l2tp.Drop, n uint64) {
 		p.countDrop(r, n)
 	}
 }
+
+// WireStatus is one direction's link state, impairments and delay line,
+// as the admin API and metrics report them.
+type WireStatus struct {
+	Direction  string `json:"direction"` // to_network or to_vm
+	LinkUp     bool   `json:"link_up"`
+	Impairment string `json:"impairment,omitempty"` // in netem's words
+	Queued     int    `json:"queued"`               // frames in the delay line now
+	// What the current line did to frames (since its spec was set).
+	Duplicated uint64 `json:"duplicated"`
+	Corrupted  uint64 `json:"corrupted"`
+	Reordered  uint64 `json:"reordered"`
+}
+
+// WireStatus reports direction d.
+func (p *Pump) WireStatus(d Direction) WireStatus {
+	w := p.wires.dir[d&1].Load()
+	st := WireStatus{Direction: d.String(), LinkUp: !w.state().Down, Impairment: w.state().Spec.String()}
+	if w != nil && w.line != nil {
+		var c impair.Counters
+		c, st.Queued = w.line.Status()
+		st.Duplicated, st.Corrupted, st.Reordered = c.Duplicated, c.Corrupted, c.Reordered
+	}
+	return st
+}

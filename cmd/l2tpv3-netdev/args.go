@@ -67,9 +67,20 @@ L2TPv3 side:
         QEMU's own -netdev l2tpv3 option string, e.g.
         src=192.0.2.1,dst=198.51.100.7,udp=on,srcport=1701,dstport=1701,txsession=0x10,rxsession=0x20
 
+The wire (a lab's link; change it live with port link / port impair):
+  --impair SPEC      impairments both ways in netem's words, e.g. "delay 50ms 10ms
+                     distribution normal loss 1% rate 10mbit seed 7"; also loss
+                     gemodel p r 1-h 1-k, duplicate P%, corrupt P%, reorder P% gap N,
+                     limit N (a full delay line drops instead of holding the VM back)
+  --impair-in SPEC, --impair-out SPEC   only into the VM / only from it
+  --link down[ in|out]   start with the link cut (frames dropped, counted link_down)
+  --qmp unix:PATH [--qmp-id ID]   QEMU's QMP socket: a cut link also sets the
+                     guest NIC's link down (set_link ID, default the port's name)
+
 Many ports, admin API, metrics, captures:
   --config FILE      TOML: daemon settings and one [[port]] table per port
-                     (name, stream | vhost-user, l2tpv3, batch, pcap); a port
+                     (name, stream | vhost-user, l2tpv3, batch, pcap, link, impair,
+                     impair-in, impair-out, qmp, qmp-id); a port
                      that cannot start is logged by name, the others run
   --check            validate the config and flags, name every bad port, exit 0/1
   --admin PATH[,owner=..][,group=..][,mode=..][,allow-uid=..]
@@ -84,6 +95,8 @@ Subcommands (--admin PATH, default ` + defaultAdminPath + `):
   l2tpv3-netdev port del NAME         close the port and remove its socket file
   l2tpv3-netdev port show NAME        the port's status as JSON
   l2tpv3-netdev port capture NAME FILE  (or NAME --stop) a pcap of the port's frames
+  l2tpv3-netdev port link NAME down|up [in|out]   cut or restore the port's wire
+  l2tpv3-netdev port impair NAME [in|out] SPEC...|clear   set, change or clear impairments
   l2tpv3-netdev plug --qmp unix:QMP --id ID ...   open a port, then hot-plug its NIC into a running VM
   l2tpv3-netdev unplug --qmp unix:QMP --id ID     hot-unplug the NIC, then close its port
   l2tpv3-netdev libvirt-xml --id ID --vhost-user PATH ...   the libvirt <interface> for a port
@@ -112,6 +125,7 @@ func parseArgs(args []string, out io.Writer) (options, error) {
 	caps := fs.Bool("print-capabilities", false, "")
 	fs.StringVar(&spec.L2TPv3, "l2tpv3", "", "")
 	fs.IntVar(&spec.Batch, "batch", backend.DefaultBatch, "")
+	wireFlags(fs, &spec)
 	level := fs.String("log-level", "info", "")
 	o.daemon.register(fs)
 	showVersion := fs.Bool("version", false, "")

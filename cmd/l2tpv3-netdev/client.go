@@ -25,7 +25,11 @@ const defaultAdminPath = admin.DefaultPath
 const clientTimeout = 30 * time.Second
 
 const portUsage = `Usage: l2tpv3-netdev port add NAME --stream ...|--vhost-user ... --l2tpv3 OPTIONS [--batch N]
+                     [--link down[ in|out]] [--impair SPEC] [--impair-in SPEC] [--impair-out SPEC]
+                     [--qmp unix:PATH [--qmp-id ID]]
        l2tpv3-netdev port del NAME
+       l2tpv3-netdev port link NAME down|up [in|out|both]
+       l2tpv3-netdev port impair NAME [in|out|both] SPEC...|clear
        l2tpv3-netdev port show NAME
        l2tpv3-netdev port capture NAME FILE [--overwrite]
        l2tpv3-netdev port capture NAME --stop
@@ -136,11 +140,11 @@ func printJSON(out io.Writer, v any) error {
 // portMain is `l2tpv3-netdev port VERB NAME ...`.
 func portMain(args []string, out, errOut io.Writer) error {
 	if len(args) == 0 {
-		return usagef("want add, del, show or capture")
+		return usagef("want add, del, show, capture, link or impair")
 	}
 	verbs := map[string]func([]string, io.Writer) error{
 		"add": portAdd, "del": portDel, "delete": portDel, "rm": portDel,
-		"show": portShow, "capture": portCapture,
+		"show": portShow, "capture": portCapture, "link": portLink, "impair": portImpair,
 	}
 	if args[0] == "--help" || args[0] == "-h" || args[0] == "help" {
 		fmt.Fprint(out, portUsage)
@@ -148,7 +152,7 @@ func portMain(args []string, out, errOut io.Writer) error {
 	}
 	verb, ok := verbs[args[0]]
 	if !ok {
-		return usagef("unknown verb %q: want add, del, show or capture", args[0])
+		return usagef("unknown verb %q: want add, del, show, capture, link or impair", args[0])
 	}
 	return verb(args[1:], out)
 }
@@ -179,6 +183,7 @@ func portAdd(args []string, out io.Writer) error {
 	fs.StringVar(&spec.VhostUser, "socket-path", "", "")
 	fs.StringVar(&spec.L2TPv3, "l2tpv3", "", "")
 	fs.IntVar(&spec.Batch, "batch", 0, "")
+	wireFlags(fs, &spec)
 	c, pos, err := portArgs(fs, args, out, 1)
 	if err != nil {
 		return err

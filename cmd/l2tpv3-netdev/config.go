@@ -142,7 +142,8 @@ func (d *daemonOptions) checkPcaps(ports []backend.PortConfig) error {
 var fileKeys = []string{"admin", "metrics", "log-level", "port"}
 
 // portKeys are the keys of a [[port]] table.
-var portKeys = []string{"name", "stream", "vhost-user", "l2tpv3", "batch", "pcap"}
+var portKeys = []string{"name", "stream", "vhost-user", "l2tpv3", "batch", "pcap",
+	"link", "impair", "impair-in", "impair-out", "qmp", "qmp-id"}
 
 // loadFile reads the config file into o: daemon settings unless a flag set
 // them, good ports into o.ports, bad ones into d.refused. Syntax errors and
@@ -261,7 +262,8 @@ func decodePort(t map[string]any, idx int) (backend.PortSpec, string, error) {
 		errs = append(errs, err)
 	}
 	strs := map[string]*string{"name": &spec.Name, "stream": &spec.Stream, "vhost-user": &spec.VhostUser,
-		"l2tpv3": &spec.L2TPv3, "pcap": &pcap}
+		"l2tpv3": &spec.L2TPv3, "pcap": &pcap, "link": &spec.Link, "impair": &spec.Impair,
+		"impair-in": &spec.ImpairIn, "impair-out": &spec.ImpairOut, "qmp": &spec.QMP, "qmp-id": &spec.QMPID}
 	for key, dst := range strs {
 		if v, ok := t[key]; ok {
 			s, ok := v.(string)

@@ -194,6 +194,13 @@ func parsePlugArgs(args []string, out io.Writer) (plugRequest, error) {
 	if err := r.frontEnd(); err != nil {
 		return r, usageError{err}
 	}
+	// The daemon gets QEMU's QMP socket too, so that port link NAME down
+	// takes the guest NIC's carrier down (set_link on the device id).
+	qmpAddr, err := absFirst(r.QMP, "unix:")
+	if err != nil {
+		return r, usageError{err}
+	}
+	r.Spec.QMP, r.Spec.QMPID = qmpAddr, r.NIC.ID
 	cfg, err := r.Spec.Parse()
 	if err != nil {
 		return r, usageError{err}
