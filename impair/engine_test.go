@@ -10,9 +10,6 @@ import (
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/impair"
 )
 
-// million is the frames each statistics test runs.
-const million = 1_000_000
-
 // mustParse parses a spec the test knows is good.
 func mustParse(t testing.TB, s string) impair.Spec {
 	t.Helper()
@@ -73,6 +70,10 @@ func within(t *testing.T, what string, got, want, tol float64) {
 	}
 }
 
+// meanTol is 5 standard errors of a mean over million samples of
+// standard deviation sd.
+func meanTol(sd float64) float64 { return 5 * sd / math.Sqrt(million) }
+
 // binomialTol is 5 standard deviations of a share p over n trials.
 func binomialTol(p float64, n int) float64 { return 5 * math.Sqrt(p*(1-p)/float64(n)) }
 
@@ -109,7 +110,7 @@ func TestEngineGilbertElliott(t *testing.T) {
 		}
 	}
 	pBad := 0.01 / (0.01 + 0.25)
-	within(t, "loss share", float64(lost)/million, pBad, 0.004)
+	within(t, "loss share", float64(lost)/million, pBad, 3*binomialTol(pBad, million)) // bursts: wider than binomial
 	within(t, "mean burst length", float64(lost)/float64(bursts), 1/0.25, 0.15)
 }
 
@@ -143,7 +144,7 @@ func TestEngineCorrupt(t *testing.T) {
 	})
 	// A flipped bit in bytes 0..3 changes the number read back: count only
 	// what is certain, frames with exactly one flipped bit elsewhere.
-	within(t, "frames with one bit flipped", float64(oneBit)/million, 0.1*60/64, 0.0025)
+	within(t, "frames with one bit flipped", float64(oneBit)/million, 0.1*60/64, binomialTol(0.1*60/64, million))
 	if other > million/100 {
 		t.Errorf("%d frames differ by more than one bit", other)
 	}
@@ -151,8 +152,8 @@ func TestEngineCorrupt(t *testing.T) {
 
 func TestEngineDelayUniform(t *testing.T) {
 	testDelay(t, "delay 50ms 10ms", func(mean, sd, lo, hi float64) {
-		within(t, "mean delay ms", mean, 50, 0.05)
-		within(t, "stddev ms", sd, 10/math.Sqrt(3), 0.05)
+		within(t, "mean delay ms", mean, 50, meanTol(10/math.Sqrt(3)))
+		within(t, "stddev ms", sd, 10/math.Sqrt(3), meanTol(10/math.Sqrt(3)))
 		if lo < 40 || hi > 60 {
 			t.Errorf("delays span %.3f..%.3f ms, want within 40..60", lo, hi)
 		}
@@ -161,8 +162,8 @@ func TestEngineDelayUniform(t *testing.T) {
 
 func TestEngineDelayNormal(t *testing.T) {
 	testDelay(t, "delay 50ms 10ms distribution normal", func(mean, sd, lo, hi float64) {
-		within(t, "mean delay ms", mean, 50, 0.05)
-		within(t, "stddev ms", sd, 10, 0.1)
+		within(t, "mean delay ms", mean, 50, meanTol(10))
+		within(t, "stddev ms", sd, 10, meanTol(10))
 		if lo < 0 {
 			t.Errorf("a negative delay: %.3f ms", lo)
 		}
@@ -253,7 +254,7 @@ func TestEngineReorder(t *testing.T) {
 		}
 		prev = max(prev, n)
 	})
-	within(t, "reordered share", float64(e.Counters.Reordered)/million, 0.125, 0.002)
+	within(t, "reordered share", float64(e.Counters.Reordered)/million, 0.125, 2*binomialTol(0.125, million))
 	if early == 0 {
 		t.Error("no frame left after a later one")
 	}
