@@ -42,6 +42,12 @@ type Status struct {
 	WaitNanos      uint64 `json:"wait_nanos"` // time spent waiting for it (stream)
 	MTU            int    `json:"mtu,omitempty"`
 	OfferedMTU     int    `json:"offered_mtu,omitempty"` // vhost-user: VIRTIO_NET_F_MTU offered
+	// vhost-user: connections ended by a fault in guest memory (the front end shrank the
+	// file behind it), and the current guest's memory regions, of which how many are
+	// sealed against shrinking (F_SEAL_SHRINK: QEMU's memory-backend-memfd by default).
+	MemoryFaults  uint64 `json:"memory_faults"`
+	GuestRegions  int    `json:"guest_regions"`
+	SealedRegions int    `json:"sealed_regions"`
 	// vhost-user guest offloads: whether CSUM/TSO are offered, frames whose
 	// checksum was completed, TSO super-frames cut into segments.
 	Offload           bool          `json:"offload,omitempty"`

@@ -167,6 +167,7 @@ func (v *VhostUser) Status() Status {
 	s := v.srv.Stats()
 	st := Status{Kind: "vhost-user", Address: v.addr.Path, Connected: v.active.Load() > 0,
 		Connections: s.Connections, ProtocolErrors: s.ProtocolErrors, RingViolations: s.RingViolations,
+		MemoryFaults: s.MemoryFaults, GuestRegions: s.Regions, SealedRegions: s.SealedRegions,
 		FromVMDropped: s.TXDropped, ToVMDropped: s.RXDropped, Waits: s.Waits, MTU: s.MTU,
 		ChecksummedFrames: s.TXChecksummed, SegmentedFrames: s.TXSegmented, Offload: !v.addr.NoOffload,
 		OfferedMTU: v.addr.MTU, Queues: make([]QueueStatus, len(s.Queues)), RefusedPeers: v.l.refused()}

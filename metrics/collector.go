@@ -65,6 +65,8 @@ var (
 		"Front-end protocol errors (stream: impossible length prefix; vhost-user: bad message).")
 	descRingViolations = newDesc("frontend_ring_violations_total",
 		"Guest virtqueue violations seen by the vhost-user front end.")
+	descMemoryFaults = newDesc("frontend_memory_faults_total",
+		"vhost-user connections ended by a fault in guest memory (the front end shrank the file behind it).")
 	descState = newDesc("port_state",
 		"1 for the port's current state (running, failed, closed), 0 for the others.", "state")
 	descUptime = newDesc("port_uptime_seconds",
@@ -104,7 +106,7 @@ var (
 	allDescs = []*prometheus.Desc{descLinkUp, descImpairDelay, descImpairJitter, descImpairLoss, descImpairRate,
 		descImpairDuplicate, descImpairCorrupt, descImpairReorder, descImpairQueued, descPackets, descBytes, descDrops, descFrontEndDrops, descStalls,
 		descStallSeconds, descSeqLost, descConnected, descConnections, descProtocolErrors,
-		descRingViolations, descState, descUptime, descInfo, descCaptureActive, descRefusedPeers, descQueueFrames,
+		descRingViolations, descMemoryFaults, descState, descUptime, descInfo, descCaptureActive, descRefusedPeers, descQueueFrames,
 		descRingOccupancy, descAboveMTU}
 )
 
@@ -174,6 +176,7 @@ func collectPort(ch chan<- prometheus.Metric, st backend.PortStatus) {
 	e.counter(descConnections, float64(fe.Connections))
 	e.counter(descProtocolErrors, float64(fe.ProtocolErrors))
 	e.counter(descRingViolations, float64(fe.RingViolations))
+	e.counter(descMemoryFaults, float64(fe.MemoryFaults))
 	for _, state := range states {
 		e.gauge(descState, boolValue(st.State == state), string(state))
 	}

@@ -164,7 +164,7 @@ func logCounters(ports []*backend.Port) {
 		fe := st.FrontEnd
 		args := []any{"l2tpv3", st.Session.String(),
 			"vm_connections", fe.Connections, "vm_protocol_errors", fe.ProtocolErrors,
-			"vm_ring_violations", fe.RingViolations, "vm_from_dropped", fe.FromVMDropped,
+			"vm_ring_violations", fe.RingViolations, "vm_memory_faults", fe.MemoryFaults, "vm_from_dropped", fe.FromVMDropped,
 			"vm_to_dropped", fe.ToVMDropped, "vm_waits", fe.Waits, "vm_wait_ms", fe.WaitNanos / 1e6,
 			"vm_refused", fe.RefusedPeers, "goroutines", runtime.NumGoroutine()} // process-wide: leak checks
 		if q := fe.QueueCounts(); q != "" {

@@ -23,6 +23,7 @@ type GuestOptions struct {
 	BufSize int    // bytes per RX and TX buffer, header included; default 2048
 	TXBuf   int    // bytes per TX buffer when TX frames are larger (TSO super-frames); default BufSize
 	MemSize int    // guest memory, default what the rings and buffers need
+	Sealed  bool   // memfd sealed against shrinking and growing, as QEMU's memfd backend does
 }
 
 // Guest is a whole virtio-net driver on a FrontEnd, for benchmarks and tests that want
@@ -51,7 +52,11 @@ func NewGuest(fe *FrontEnd, o GuestOptions) (*Guest, error) {
 	if _, err := fe.Negotiate(GuestFeatures, GuestProtocol); err != nil {
 		return nil, fmt.Errorf("vhosttest: negotiate: %w", err)
 	}
-	mem, err := NewMemory(o.MemSize, false)
+	newMemory := NewMemory
+	if o.Sealed {
+		newMemory = NewSealedMemory
+	}
+	mem, err := newMemory(o.MemSize, false)
 	if err != nil {
 		return nil, err
 	}
