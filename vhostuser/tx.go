@@ -7,29 +7,50 @@ type span struct {
 }
 
 // txScratch is a TX ring's per-frame state: the frame's header and where its bytes are,
-// and how far a super-frame that did not fit one batch has been cut.
+// and a super-frame with more segments than a batch holds, being cut over several calls.
 type txScratch struct {
-	hdr     [netHdrLen]byte
-	spans   []span
-	head    [tsoHeadLen]byte // a super-frame's first bytes: its Ethernet/IP/TCP headers
-	tsoNext int              // segments of the chain at lastAvail already returned; 0 if none
+	hdr   [netHdrLen]byte
+	spans []span
+	head  [tsoHeadLen]byte // a super-frame's first bytes: its Ethernet/IP/TCP headers
+
+	// The held super-frame: copied out of guest memory (its headers as checked) so that its
+	// chain goes back to the guest with the first segments. A chain kept until its last
+	// segment was out would be read again from the start after a stop or a back-end
+	// restart, and its first segments sent twice.
+	held     []byte // maxTSOFrame bytes once a frame was held; held[:heldLen] is the frame
+	heldLen  int
+	heldPlan tsoPlan
+	heldNext int  // the next segment to cut
+	holding  bool // a held frame has segments left; it survives a stop of the ring
 }
 
 // popTX moves up to len(bufs) frames from the guest's TX ring into bufs[i][offset:], skipping
 // the virtio-net header, and returns every popped chain to the used ring with one publish
 // and at most one notification. A checksum the guest left to the device is completed and a
-// TSO super-frame becomes one frame per segment; a super-frame that does not fit what is
-// left of bufs is cut up to there and finished on the next call, its chain kept until then.
-// Frames shorter than the header, longer than their buffer or with a bad offload request
-// are dropped and counted; with discard (a disabled ring) every frame is. It stops once it
-// has read maxWalk descriptors, so a guest that keeps refilling or posts long chains cannot
-// hold the ring lock for long. On a violation it publishes what it completed and returns
-// the frames copied so far with the error.
+// TSO super-frame becomes one frame per segment. A super-frame that does not fit what is
+// left of bufs starts the next call's batch; one that no batch holds is held (copied) and
+// cut over this call and the next ones, which begin with it. Every chain is returned in the
+// call that reads it, so nothing is read twice. Frames shorter than the header, longer than
+// their buffer or with a bad offload request are dropped and counted; with discard (a
+// disabled ring) every frame is. It stops once it has read maxWalk descriptors, so a guest
+// that keeps refilling or posts long chains cannot hold the ring lock for long. On a
+// violation it publishes what it completed and returns the frames copied so far with the
+// error.
 func (v *vring) popTX(bufs [][]byte, sizes []int, offset int, discard bool) (int, error) {
 	n, popped, dropped := 0, 0, 0
-	var bytes uint64
 	var err error
 	v.walker.walked = 0
+	if v.tx.holding && len(bufs) > 0 {
+		ok := false
+		if discard || offset > len(bufs[0]) {
+			v.tx.holding = false
+		} else {
+			n, ok = v.cutHeld(bufs, sizes, offset)
+		}
+		if !ok {
+			dropped++
+		}
+	}
 	for n < len(bufs) && v.walker.walked < maxWalk {
 		if v.lastAvail == v.availIdx {
 			if err = v.refreshAvail(); err != nil || v.lastAvail == v.availIdx {
@@ -44,19 +65,14 @@ func (v *vring) popTX(bufs [][]byte, sizes []int, offset int, discard bool) (int
 		if total, err = v.gatherTX(head); err != nil {
 			break
 		}
-		k, done, ok := 0, true, false
+		k, fits, ok := 0, true, false
 		if !discard && offset <= len(bufs[n]) && total > 0 {
-			k, done, ok = v.emitTX(bufs[n:], sizes[n:], offset, total)
-		} else {
-			v.tx.tsoNext = 0
+			k, fits, ok = v.emitTX(bufs[n:], sizes[n:], offset, total, n == 0)
 		}
-		for _, s := range sizes[n : n+k] {
-			bytes += uint64(s)
-		}
-		n += k
-		if !done {
+		if !fits {
 			break
 		}
+		n += k
 		v.putUsed(head, 0)
 		v.lastAvail++
 		popped++
@@ -67,6 +83,10 @@ func (v *vring) popTX(bufs [][]byte, sizes []int, offset int, discard bool) (int
 	if popped > 0 {
 		v.publishUsed()
 		v.notify()
+	}
+	var bytes uint64
+	for _, s := range sizes[:n] {
+		bytes += uint64(s)
 	}
 	v.stats.frames.Add(uint64(n))
 	v.stats.bytes.Add(bytes)
@@ -118,8 +138,13 @@ func (v *vring) gatherTX(head uint16) (int, error) {
 	return int(total), nil
 }
 
-// copyFrame copies the frame bytes [off, off+len(dst)) out of the gathered spans.
+// copyFrame copies the frame bytes [off, off+len(dst)) out of the held frame, or else out
+// of the gathered spans.
 func (v *vring) copyFrame(dst []byte, off int) {
+	if v.tx.holding {
+		copy(dst, v.tx.held[off:v.tx.heldLen])
+		return
+	}
 	o := uint64(off)
 	for _, s := range v.tx.spans {
 		if len(dst) == 0 {
@@ -136,10 +161,11 @@ func (v *vring) copyFrame(dst []byte, off int) {
 }
 
 // emitTX turns the gathered frame of total bytes into frames in bufs[i][offset:]: itself
-// (its checksum completed when the guest asked) or, for a TSO super-frame, its segments
-// from v.tx.tsoNext on. done is false when bufs filled before the last segment; ok is false
-// when the frame was dropped.
-func (v *vring) emitTX(bufs [][]byte, sizes []int, offset, total int) (k int, done, ok bool) {
+// (its checksum completed when the guest asked) or, for a TSO super-frame, its segments.
+// fits is false, and nothing is written, for a super-frame with more segments than bufs
+// holds unless first says bufs is a whole batch; then it is held. ok is false when the
+// frame was dropped.
+func (v *vring) emitTX(bufs [][]byte, sizes []int, offset, total int, first bool) (k int, fits, ok bool) {
 	h := parseNetHdr(v.tx.hdr[:])
 	dst := bufs[0][offset:]
 	if h.gsoType == gsoNone {
@@ -159,37 +185,69 @@ func (v *vring) emitTX(bufs [][]byte, sizes []int, offset, total int) (k int, do
 	head := v.tx.head[:min(total, tsoHeadLen)]
 	v.copyFrame(head, 0)
 	p, err := planTSO(h, head, total, len(dst))
-	if err != nil {
+	switch {
+	case err != nil:
 		return 0, true, false
+	case p.segs > len(bufs) && !first:
+		return 0, false, true
+	case p.segs > len(bufs):
+		v.hold(&p, total)
+		k, ok = v.cutHeld(bufs, sizes, offset)
+		return k, true, ok
 	}
-	return v.cutTSO(&p, bufs, sizes, offset)
+	k, next := v.cutTSO(&p, v.tx.head[:p.hdrLen], bufs, sizes, offset, 0)
+	if next < p.segs {
+		return k, true, false // a buffer smaller than the first: the rest is dropped
+	}
+	v.stats.tso.Add(1)
+	return k, true, true
 }
 
-// cutTSO writes the super-frame's segments from v.tx.tsoNext on into bufs, one each, and
-// remembers where it stopped when bufs run out.
-func (v *vring) cutTSO(p *tsoPlan, bufs [][]byte, sizes []int, offset int) (k int, done, ok bool) {
-	i := v.tx.tsoNext
+// hold copies the gathered super-frame of total bytes, its headers as planTSO checked them,
+// out of guest memory, to be cut from there.
+func (v *vring) hold(p *tsoPlan, total int) {
+	t := &v.tx
+	if t.held == nil {
+		t.held = make([]byte, maxTSOFrame)
+	}
+	v.copyFrame(t.held[:total], 0)
+	copy(t.held, t.head[:p.hdrLen])
+	t.heldLen, t.heldPlan, t.heldNext, t.holding = total, *p, 0, true
+}
+
+// cutHeld cuts the held super-frame's next segments into bufs; ok is false when a buffer
+// too small for its segment made it drop the rest.
+func (v *vring) cutHeld(bufs [][]byte, sizes []int, offset int) (k int, ok bool) {
+	t := &v.tx
+	p := &t.heldPlan
+	k, t.heldNext = v.cutTSO(p, t.held[:p.hdrLen], bufs, sizes, offset, t.heldNext)
+	switch {
+	case t.heldNext == p.segs:
+		t.holding = false
+		v.stats.tso.Add(1)
+		return k, true
+	case k < len(bufs):
+		t.holding = false
+		return k, false
+	}
+	return k, true
+}
+
+// cutTSO writes the super-frame's segments from segment from on into bufs, one each, each
+// behind a copy of hdr (its checked headers), until bufs run out or one is too small for
+// its segment; it returns how many it wrote and the next segment.
+func (v *vring) cutTSO(p *tsoPlan, hdr []byte, bufs [][]byte, sizes []int, offset, from int) (k, next int) {
+	i := from
 	for ; i < p.segs && k < len(bufs); i, k = i+1, k+1 {
 		m := p.segLen(i)
 		if len(bufs[k]) < offset+p.hdrLen+m {
 			break
 		}
 		dst := bufs[k][offset:]
-		copy(dst, v.tx.head[:p.hdrLen])
+		copy(dst, hdr)
 		v.copyFrame(dst[p.hdrLen:p.hdrLen+m], p.hdrLen+i*p.mss)
 		p.segment(dst[:p.hdrLen+m], i)
 		sizes[k] = p.hdrLen + m
 	}
-	if i < p.segs && k < len(bufs) {
-		// A buffer smaller than the first one: drop the rest of the frame.
-		v.tx.tsoNext = 0
-		return k, true, false
-	}
-	if i < p.segs {
-		v.tx.tsoNext = i
-		return k, false, true
-	}
-	v.tx.tsoNext = 0
-	v.stats.tso.Add(1)
-	return k, true, true
+	return k, i
 }

@@ -296,7 +296,6 @@ func (v *vring) start(acked uint64) {
 	v.usedFlags = 0
 	v.publishUsed()
 	v.signalStart()
-	v.tx.tsoNext = 0
 	switch {
 	case !v.isRX() && v.tx.spans == nil:
 		v.tx.spans = make([]span, 0, maxChainDescs)
