@@ -64,6 +64,15 @@ func newSlowLink(t *testing.T, rate string) *slowLink {
 	run(t, "ip", "link", "set", l.dev, "up")
 	run(t, "ip", "netns", "exec", l.ns, "ip", "addr", "add", l.peer+"/30", "dev", peerDev)
 	run(t, "ip", "netns", "exec", l.ns, "ip", "link", "set", peerDev, "up")
+	// A veth hands each packet to the backlog of the CPU that dequeued it
+	// from the qdisc (tbf's timer fires on either CPU), so two packets of
+	// one flow can overtake each other: steer the peer end's receive to
+	// one CPU (RPS), as one NIC queue would, so order is ours to keep.
+	run(t, "ip", "netns", "exec", l.ns, "sh", "-c", "echo 1 > /sys/class/net/"+peerDev+"/queues/rx-0/rps_cpus")
+	// Resolve the peer's address for good: packets sent while ARP is
+	// pending wait in the neighbour entry and may leave after later ones.
+	mac := strings.TrimSpace(run(t, "ip", "netns", "exec", l.ns, "cat", "/sys/class/net/"+peerDev+"/address"))
+	run(t, "ip", "neigh", "replace", l.peer, "lladdr", mac, "dev", l.dev, "nud", "permanent")
 	run(t, "tc", "qdisc", "add", "dev", l.dev, "root", "tbf", "rate", rate, "burst", "64kb", "limit", "64mb")
 	return l
 }
