@@ -1,12 +1,10 @@
 package vhostuser
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser/vhosttest"
-	"golang.org/x/sys/unix"
 )
 
 // TestNotifyOnStart checks the guest is signalled when a ring starts and when it restarts
@@ -141,18 +139,17 @@ func (r *rig) replaceBackEnd(features uint64) *QueuePair {
 	r.fe.Close()
 	r.srv.Close()
 	<-r.done
-	fe, fd, err := vhosttest.Pair()
+	fe, conn, err := vhosttest.Pair()
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	h := newRecorder()
-	srv, err := FromFD(fd, Config{Queues: 1, MTU: 1500, Logger: testLogger()}, h)
-	unix.Close(fd)
+	srv, err := New(Config{Queues: 1, MTU: 1500, Logger: testLogger()}, h)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	r.fe, r.srv, r.h, r.done = fe, srv, h, make(chan error, 1)
-	go func() { r.done <- srv.Serve(context.Background()) }()
+	go func() { r.done <- srv.ServeConn(conn) }()
 	if _, err := fe.Negotiate(features, allProto); err != nil {
 		r.t.Fatal(err)
 	}
