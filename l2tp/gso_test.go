@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strconv"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -126,6 +127,67 @@ func TestGSOFallback(t *testing.T) {
 	}
 	if s := a.Stats().Snapshot(); s.Dropped() != 0 || s.TxPackets != 50 || a.tx.gsoMax != 0 {
 		t.Fatalf("stats %s, gsoMax %d", s, a.tx.gsoMax)
+	}
+}
+
+// TestGSOComesBack: while the kernel refuses GSO messages (EINVAL, EPERM:
+// a firewall reloading), each batch falls back to one by one, counted, and
+// nothing is lost; once it takes them again, GSO is probed again after the
+// back-off and used: it is not off for the life of the tunnel.
+func TestGSOComesBack(t *testing.T) {
+	a, b := openPair(t, true, false, "", TunnelOptions{BatchSize: 32}, TunnelOptions{BatchSize: 64})
+	if a.tx.gsoMax == 0 {
+		t.Skip("UDP_SEGMENT not available on this kernel")
+	}
+	refuse := true
+	var gsoSent int
+	a.tx.sendFn = func(fd uintptr, msgs []mmsghdr) (int, unix.Errno) {
+		for i, m := range msgs {
+			if m.Hdr.Controllen != 0 && refuse {
+				if i == 0 {
+					return 0, unix.EPERM
+				}
+				return sendmmsg(fd, msgs[:i])
+			}
+		}
+		n, errno := sendmmsg(fd, msgs)
+		for _, m := range msgs[:n] {
+			if m.Hdr.Controllen != 0 {
+				gsoSent++
+			}
+		}
+		return n, errno
+	}
+	batch := func(from int) [][]byte {
+		var frames [][]byte
+		for i := range 32 {
+			frames = append(frames, frameOf(from+i, 100))
+		}
+		return frames
+	}
+	var all [][]byte
+	for i := range 3 { // refused: one fallback, then one by one during the back-off
+		f := batch(32 * i)
+		send(t, a, f...)
+		all = append(all, f...)
+	}
+	if s := a.Stats().Snapshot(); s.GSOFallbacks != 1 || s.Dropped() != 0 || s.GSOPackets != 0 {
+		t.Fatalf("while refused: %s", s)
+	}
+	refuse = false
+	time.Sleep(gsoBackoffMin + 50*time.Millisecond)
+	f := batch(96)
+	send(t, a, f...)
+	all = append(all, f...)
+	got := collect(t, b, len(all))
+	for i := range all {
+		if !bytes.Equal(got[i], all[i]) {
+			t.Fatalf("frame %d lost or out of order", i)
+		}
+	}
+	s := a.Stats().Snapshot()
+	if gsoSent == 0 || s.GSOPackets == 0 || s.TxPackets != uint64(len(all)) {
+		t.Fatalf("after the back-off: %d GSO messages; %s", gsoSent, s)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -98,5 +99,56 @@ func TestTunnelConcurrent(t *testing.T) {
 		if err := <-errc; err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestWriteFramesErrorPathsNoAllocs: the refusal paths (ENOBUFS and its
+// sleep, a one-shot error and the error-queue drain, a GSO fallback)
+// allocate nothing.
+func TestWriteFramesErrorPathsNoAllocs(t *testing.T) {
+	a, b := openPair(t, true, false, "", TunnelOptions{BatchSize: 64}, TunnelOptions{BatchSize: 64})
+	calls := 0
+	a.tx.sendFn = func(fd uintptr, msgs []mmsghdr) (int, unix.Errno) {
+		calls++
+		switch calls % 7 {
+		case 1, 2: // refused twice: a GSO message falls back, a single one is dropped
+			return 0, unix.EINVAL
+		case 4:
+			return 0, unix.ENOBUFS
+		case 6:
+			return 0, unix.ECONNREFUSED
+		}
+		return sendmmsg(fd, msgs[:min(len(msgs), 5)])
+	}
+	off := a.Headroom()
+	bufs, sizes := make([][]byte, 64), make([]int, 64)
+	for i := range bufs {
+		bufs[i], sizes[i] = make([]byte, off+100), 100
+	}
+	frames := make([][]byte, 64)
+	var rxd uint64
+	gso := a.tx.gsoMax
+	if gso == 0 {
+		t.Skip("UDP_SEGMENT not available on this kernel")
+	}
+	allocs := testing.AllocsPerRun(20, func() {
+		a.tx.drainAt = time.Time{}            // drain the error queue every batch
+		a.tx.gsoMax, a.tx.gsoOff = gso, false // GSO on again, so that it can fall back
+		if err := a.WriteFrames(bufs, sizes, off); err != nil {
+			t.Fatal(err)
+		}
+		for sent := a.Stats().Snapshot().TxPackets; rxd < sent; {
+			n, err := b.ReadFrames(frames)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rxd += uint64(n)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocs per batch", allocs)
+	}
+	if s := a.Stats().Snapshot(); s.TxQueueFull == 0 || s.GSOFallbacks == 0 || s.Drops[DropSendError] == 0 {
+		t.Fatalf("not every path was taken: %s", s)
 	}
 }
