@@ -353,6 +353,22 @@ func logDrops(ctx context.Context, log *slog.Logger, tun *l2tp.Tunnel, every tim
 			}
 		}
 		logAboveMTU(log, tun, cur.AboveMTU-prev.AboveMTU, cur.AboveMTU)
+		logSendPath(log, prev, cur)
 		prev = cur
+	}
+}
+
+// logSendPath logs, once per interval (logDrops calls it), the GSO
+// fallbacks and the errors the network reported for sent packets since the
+// last line.
+func logSendPath(log *slog.Logger, prev, cur l2tp.StatsSnapshot) {
+	if n := cur.GSOFallbacks - prev.GSOFallbacks; n > 0 {
+		log.Warn("UDP GSO refused by the kernel: sent one by one, probed again after a back-off",
+			"count", n, "total", cur.GSOFallbacks)
+	}
+	for k := range l2tp.NetError(l2tp.NumNetErrors) {
+		if n := cur.NetErrors[k] - prev.NetErrors[k]; n > 0 {
+			log.Warn("the network reported errors for sent packets", "kind", k.String(), "count", n, "total", cur.NetErrors[k])
+		}
 	}
 }

@@ -84,6 +84,15 @@ var (
 	descAboveMTU = newDesc("above_mtu_total",
 		"Frames from the VM whose encapsulated datagram exceeded the underlay MTU (sent to fragment or dropped as oversize, per the oversize= policy).")
 
+	descQueueFull = newDesc("tx_queue_full_total",
+		"Times the host's egress queue (qdisc) refused a datagram (ENOBUFS): it was kept and resent, the VM held back meanwhile.")
+	descGSOFallbacks = newDesc("gso_fallbacks_total",
+		"UDP GSO messages the kernel refused (route flap, firewall reload, smaller path MTU): sent one by one, GSO probed again after a back-off.")
+	descGSOPackets = newDesc("gso_packets_total",
+		"Frames sent inside UDP GSO messages (part of packets_total to_network).")
+	descNetErrors = newDesc("net_errors_total",
+		"Errors the network or this host reported for sent datagrams (ICMP or local, from the socket's error queue), by kind (unreachable, refused, prohibited, too_big, other).", "kind")
+
 	descLinkUp = newDesc("link_up",
 		"1 while the port's link is up in that direction, 0 while it is cut (port link NAME down).", "direction")
 	descImpairDelay = newDesc("impairment_delay_seconds",
@@ -107,7 +116,7 @@ var (
 		descImpairDuplicate, descImpairCorrupt, descImpairReorder, descImpairQueued, descPackets, descBytes, descDrops, descFrontEndDrops, descStalls,
 		descStallSeconds, descSeqLost, descConnected, descConnections, descProtocolErrors,
 		descRingViolations, descMemoryFaults, descState, descUptime, descInfo, descCaptureActive, descRefusedPeers, descQueueFrames,
-		descRingOccupancy, descAboveMTU}
+		descRingOccupancy, descAboveMTU, descQueueFull, descGSOFallbacks, descGSOPackets, descNetErrors}
 )
 
 // states are the values of the port_state metric's state label.
@@ -191,6 +200,12 @@ func collectPort(ch chan<- prometheus.Metric, st backend.PortStatus) {
 	e.gauge(descRingOccupancy, float64(st.Ring.ToVM), ToVM)
 	e.gauge(descRingOccupancy, float64(st.Ring.ToNetwork), ToNetwork)
 	e.counter(descAboveMTU, float64(s.AboveMTU))
+	e.counter(descQueueFull, float64(s.TxQueueFull))
+	e.counter(descGSOFallbacks, float64(s.GSOFallbacks))
+	e.counter(descGSOPackets, float64(s.GSOPackets))
+	for k := range l2tp.NetError(l2tp.NumNetErrors) {
+		e.counter(descNetErrors, float64(s.NetErrors[k]), k.String())
+	}
 	for _, w := range st.Wires {
 		collectWire(e, w)
 	}

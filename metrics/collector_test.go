@@ -25,6 +25,8 @@ func fakePorts(n *atomic.Uint64) func() []backend.PortStatus {
 		s.Drops[l2tp.DropCookie] = k
 		s.TxStalls, s.TxStallNanos = k, uint64(k)*5e8
 		s.AboveMTU = 10 * k
+		s.TxQueueFull, s.GSOFallbacks, s.GSOPackets = 4*k, k, 20*k
+		s.NetErrors[l2tp.NetErrRefused] = 2 * k
 		return []backend.PortStatus{
 			{Name: "vm1", SessionID: 32, State: backend.PortRunning, Uptime: 3, Session: s,
 				Ring: pump.RingOccupancy{ToVM: int64(k), ToNetwork: 64},
@@ -94,6 +96,37 @@ l2tpv3_netdev_ring_occupancy{direction="to_vm",port="vm1",session="32"} 3
 l2tpv3_netdev_ring_occupancy{direction="to_vm",port="vm2",session="33"} 0
 `
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want3), "l2tpv3_netdev_ring_occupancy", "l2tpv3_netdev_above_mtu_total"); err != nil {
+		t.Error(err)
+	}
+	// The send side's host counters (fourth scrape).
+	want4 := `
+# HELP l2tpv3_netdev_gso_fallbacks_total UDP GSO messages the kernel refused (route flap, firewall reload, smaller path MTU): sent one by one, GSO probed again after a back-off.
+# TYPE l2tpv3_netdev_gso_fallbacks_total counter
+l2tpv3_netdev_gso_fallbacks_total{port="vm1",session="32"} 4
+l2tpv3_netdev_gso_fallbacks_total{port="vm2",session="33"} 0
+# HELP l2tpv3_netdev_tx_queue_full_total Times the host's egress queue (qdisc) refused a datagram (ENOBUFS): it was kept and resent, the VM held back meanwhile.
+# TYPE l2tpv3_netdev_tx_queue_full_total counter
+l2tpv3_netdev_tx_queue_full_total{port="vm1",session="32"} 16
+l2tpv3_netdev_tx_queue_full_total{port="vm2",session="33"} 0
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want4), "l2tpv3_netdev_gso_fallbacks_total", "l2tpv3_netdev_tx_queue_full_total"); err != nil {
+		t.Error(err)
+	}
+	want5 := `
+# HELP l2tpv3_netdev_net_errors_total Errors the network or this host reported for sent datagrams (ICMP or local, from the socket's error queue), by kind (unreachable, refused, prohibited, too_big, other).
+# TYPE l2tpv3_netdev_net_errors_total counter
+l2tpv3_netdev_net_errors_total{kind="other",port="vm1",session="32"} 0
+l2tpv3_netdev_net_errors_total{kind="other",port="vm2",session="33"} 0
+l2tpv3_netdev_net_errors_total{kind="prohibited",port="vm1",session="32"} 0
+l2tpv3_netdev_net_errors_total{kind="prohibited",port="vm2",session="33"} 0
+l2tpv3_netdev_net_errors_total{kind="refused",port="vm1",session="32"} 10
+l2tpv3_netdev_net_errors_total{kind="refused",port="vm2",session="33"} 0
+l2tpv3_netdev_net_errors_total{kind="too_big",port="vm1",session="32"} 0
+l2tpv3_netdev_net_errors_total{kind="too_big",port="vm2",session="33"} 0
+l2tpv3_netdev_net_errors_total{kind="unreachable",port="vm1",session="32"} 0
+l2tpv3_netdev_net_errors_total{kind="unreachable",port="vm2",session="33"} 0
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want5), "l2tpv3_netdev_net_errors_total"); err != nil {
 		t.Error(err)
 	}
 }

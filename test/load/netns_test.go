@@ -340,6 +340,9 @@ func TestRouteFlapGSONetns(t *testing.T) {
 		t.Errorf("while the route was gone: %d GSO fallbacks, %d send errors; want both counted",
 			down.GSOFallbacks, down.Drops[l2tp.DropSendError])
 	}
+	if !strings.Contains(d.logs.String(), "UDP GSO refused by the kernel") {
+		t.Error("the GSO fallback was not logged")
+	}
 	if back < 0 {
 		t.Error("GSO did not come back within 10 s of the route's return")
 	}
