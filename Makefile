@@ -25,9 +25,11 @@ fmt:
 vet:
 	$(GO) vet ./...
 
-# Unit tests under the race detector, then the real-VM end-to-end tests under test/.
+# Unit tests under the race detector, the real-host tests in network
+# namespaces (root: qdiscs, a route flap), then the real-VM end-to-end tests.
 test: deps fmt vet build
 	$(GO) test -race -count=1 ./...
+	L2TPV3_NETNS=1 $(GO) test -count=1 -v -run 'Netns' ./test/load 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic|\s+netns_test)' ; exit $${PIPESTATUS[0]}
 	L2TPV3_E2E=1 $(GO) test -count=1 -timeout 40m -v ./test/e2e 2>&1 | tee test-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)' ; exit $${PIPESTATUS[0]}
 
 unit:
