@@ -111,6 +111,7 @@ func TestVhostUserWithNativeQEMU(t *testing.T) {
 		t.Fatalf("%d-byte ping: %v\n%s", size, err, out)
 	}
 	t.Logf("counters: %s", sc.counters())
+	checkSealed(t, sc)
 	if strings.Contains(sc.counters(), "vm_protocol_errors=1") {
 		t.Error("protocol error counted")
 	}
@@ -293,4 +294,24 @@ func TestVhostUserJumbo(t *testing.T) {
 			t.Errorf("unexpected drops: %s", c)
 		}
 	}
+}
+
+// checkSealed checks the sidecar found every region of QEMU's guest memory sealed against
+// shrinking (memory-backend-memfd seals by default), so that memory cannot fault under it:
+// QEMU 7.2 adds its regions one by one (ADD_MEM_REG, logged at debug level).
+func checkSealed(t *testing.T, sc *sidecar) {
+	t.Helper()
+	log := sc.stderr.String()
+	added := regexp.MustCompile(`region added.* sealed_against_shrinking=(true|false)`).FindAllStringSubmatch(log, -1)
+	sealed := 0
+	for _, m := range added {
+		if m[1] == "true" {
+			sealed++
+		}
+	}
+	if len(added) == 0 || sealed != len(added) {
+		t.Errorf("%d of %d guest memory regions sealed against shrinking, want all", sealed, len(added))
+		return
+	}
+	t.Logf("QEMU's memfd guest memory: %d of %d regions sealed against shrinking", sealed, len(added))
 }
