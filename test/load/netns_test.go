@@ -23,18 +23,24 @@ import (
 // (make test sets it; they need root, ip and tc).
 const netnsEnv = "L2TPV3_NETNS"
 
-// The real-host addresses (documentation prefixes): the veth link, and the
-// peer's tunnel address, reached through a route the tests remove.
-const (
-	netnsLocal   = "192.0.2.1"
-	netnsLinkPfx = "/24"
-	netnsNextHop = "192.0.2.2"
-	netnsPeer    = "198.51.100.2"
+// netnsFamily is one address family's addresses on the host pair
+// (documentation prefixes): the veth link, and the peer's tunnel address,
+// reached through a route the tests may remove.
+type netnsFamily struct {
+	local, nextHop, linkPfx string // the two ends of the veth
+	peer, peerPfx           string // on the peer's loopback
+}
+
+// The two families' addresses.
+var (
+	netns4 = netnsFamily{local: "192.0.2.1", nextHop: "192.0.2.2", linkPfx: "/24", peer: "198.51.100.2", peerPfx: "/32"}
+	netns6 = netnsFamily{local: "2001:db8:1::1", nextHop: "2001:db8:1::2", linkPfx: "/64", peer: "2001:db8:2::2", peerPfx: "/128"}
 )
 
 // hostPair is two network namespaces joined by a veth pair: the daemon's
-// (a, device devA) and the peer's (b). The daemon reaches netnsPeer
-// through a /32 route via netnsNextHop.
+// (a, device devA) and the peer's (b), with IPv4 and IPv6 addresses. The
+// daemon reaches the peer's address through a host route via the veth's
+// far end.
 type hostPair struct {
 	a, b, devA string
 }
@@ -66,27 +72,30 @@ func newHostPair(t *testing.T) *hostPair {
 	const macA, macB = "02:00:00:00:0a:01", "02:00:00:00:0b:02"
 	run(t, "ip", "link", "add", h.devA, "netns", h.a, "address", macA, "type", "veth",
 		"peer", "name", devB, "netns", h.b, "address", macB)
-	// Neighbours known from the start: while the kernel resolves one, a
-	// datagram sent just then can overtake those it queued.
-	run(t, "ip", "-n", h.a, "neigh", "replace", netnsNextHop, "lladdr", macB, "dev", h.devA, "nud", "permanent")
-	run(t, "ip", "-n", h.b, "neigh", "replace", netnsLocal, "lladdr", macA, "dev", devB, "nud", "permanent")
-	run(t, "ip", "-n", h.a, "addr", "add", netnsLocal+netnsLinkPfx, "dev", h.devA)
 	run(t, "ip", "-n", h.a, "link", "set", h.devA, "up")
-	run(t, "ip", "-n", h.b, "addr", "add", netnsNextHop+netnsLinkPfx, "dev", devB)
-	run(t, "ip", "-n", h.b, "addr", "add", netnsPeer+"/32", "dev", "lo")
 	run(t, "ip", "-n", h.b, "link", "set", devB, "up")
+	for _, f := range []netnsFamily{netns4, netns6} {
+		run(t, "ip", "-n", h.a, "addr", "add", f.local+f.linkPfx, "dev", h.devA, "nodad")
+		run(t, "ip", "-n", h.b, "addr", "add", f.nextHop+f.linkPfx, "dev", devB, "nodad")
+		run(t, "ip", "-n", h.b, "addr", "add", f.peer+f.peerPfx, "dev", "lo")
+		// Neighbours known from the start: while the kernel resolves one,
+		// a datagram sent just then can overtake those it queued.
+		run(t, "ip", "-n", h.a, "neigh", "replace", f.nextHop, "lladdr", macB, "dev", h.devA, "nud", "permanent")
+		run(t, "ip", "-n", h.b, "neigh", "replace", f.local, "lladdr", macA, "dev", devB, "nud", "permanent")
+		h.route(t, f, "add")
+	}
 	// A veth hands packets to the receiving CPU's backlog: a sender that
 	// moves between CPUs would see its packets overtake each other. RPS
 	// steers them all to CPU 0, in order, as one NIC queue would.
 	run(t, "ip", "netns", "exec", h.b, "sh", "-c", "echo 1 > /sys/class/net/"+devB+"/queues/rx-0/rps_cpus")
-	h.route(t, "add")
 	return h
 }
 
-// route adds or removes ("add", "del") the daemon's route to the peer.
-func (h *hostPair) route(t *testing.T, op string) {
+// route adds or removes ("add", "del") the daemon's route to the peer's
+// address of family f.
+func (h *hostPair) route(t *testing.T, f netnsFamily, op string) {
 	t.Helper()
-	run(t, "ip", "-n", h.a, "route", op, netnsPeer+"/32", "via", netnsNextHop, "dev", h.devA)
+	run(t, "ip", "-n", h.a, "route", op, f.peer+f.peerPfx, "via", f.nextHop, "dev", h.devA)
 }
 
 // tc runs tc commands (each a line of tc words after "tc -n a") on the
@@ -140,17 +149,40 @@ type netnsDaemon struct {
 	logs  *logSink
 }
 
+// sessionKind is a tunnel's socket: UDP or IP encapsulation, IPv4 or IPv6.
+type sessionKind struct{ udp, v6 bool }
+
+// String names the kind as subtests do ("udp4", "ip6").
+func (k sessionKind) String() string {
+	s := map[bool]string{true: "udp", false: "ip"}[k.udp]
+	return s + map[bool]string{false: "4", true: "6"}[k.v6]
+}
+
+// options is the --l2tpv3 string from local to peer of family f, with the
+// ports and sessions given.
+func (k sessionKind) options(local, peer string, lport, pport int, tx, rx uint32) string {
+	o := fmt.Sprintf("src=%s,dst=%s,txsession=%#x,rxsession=%#x", local, peer, tx, rx)
+	if k.v6 {
+		o += ",ipv6=on"
+	}
+	if k.udp {
+		o += fmt.Sprintf(",udp=on,srcport=%d,dstport=%d", lport, pport)
+	}
+	return o
+}
+
 // startNetnsDaemon runs the daemon binary inside namespace a with one
-// stream port (extra: more --l2tpv3 keys) and returns it with the peer's
-// tunnel, opened in b.
-func (h *hostPair) startNetnsDaemon(t *testing.T, bin, extra string) (*netnsDaemon, *l2tp.Tunnel) {
+// stream port of kind k and returns it with the peer's tunnel, opened in b.
+func (h *hostPair) startNetnsDaemon(t *testing.T, bin string, k sessionKind) (*netnsDaemon, *l2tp.Tunnel) {
 	t.Helper()
 	dir := sockDir(t)
+	f := netns4
+	if k.v6 {
+		f = netns6
+	}
 	sp, pp := 20000+rand.IntN(20000), 20000+rand.IntN(20000)
-	side := fmt.Sprintf("src=%s,dst=%s,udp=on,srcport=%d,dstport=%d,txsession=0x61,rxsession=0x62%s",
-		netnsLocal, netnsPeer, sp, pp, extra)
-	peerCfg, err := l2tp.ParseOptions(fmt.Sprintf("src=%s,dst=%s,udp=on,srcport=%d,dstport=%d,txsession=0x62,rxsession=0x61",
-		netnsPeer, netnsLocal, pp, sp))
+	side := k.options(f.local, f.peer, sp, pp, 0x61, 0x62)
+	peerCfg, err := l2tp.ParseOptions(k.options(f.peer, f.local, pp, sp, 0x62, 0x61))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,21 +276,27 @@ func counted(side, peer l2tp.StatsSnapshot) uint64 {
 // is full stays low: it sleeps after ENOBUFS instead of spinning.
 func TestQdiscConservationNetns(t *testing.T) {
 	bin := buildDaemon(t)
+	tbf := []string{"qdisc add dev DEV root tbf rate 50mbit burst 16kb limit 32kb"}
+	htb := []string{"qdisc add dev DEV root handle 1: htb default 10",
+		"class add dev DEV parent 1: classid 1:10 htb rate 50mbit",
+		"qdisc add dev DEV parent 1:10 handle 10: pfifo limit 20"}
 	for _, q := range []struct {
 		name string
 		tc   []string
+		kind sessionKind
 	}{
 		// tbf cuts GSO messages above 2047 bytes: GSO must stay off.
-		{"tbf", []string{"qdisc add dev DEV root tbf rate 50mbit burst 16kb limit 32kb"}},
+		{"tbf", tbf, sessionKind{udp: true}},
+		{"tbf", tbf, sessionKind{udp: true, v6: true}},
+		{"tbf", tbf, sessionKind{}},
+		{"tbf", tbf, sessionKind{v6: true}},
 		// htb with a 20-packet fifo: GSO messages are refused whole.
-		{"htb+pfifo", []string{"qdisc add dev DEV root handle 1: htb default 10",
-			"class add dev DEV parent 1: classid 1:10 htb rate 50mbit",
-			"qdisc add dev DEV parent 1:10 handle 10: pfifo limit 20"}},
+		{"htb+pfifo", htb, sessionKind{udp: true}},
 	} {
-		t.Run(q.name, func(t *testing.T) {
+		t.Run(q.name+"/"+q.kind.String(), func(t *testing.T) {
 			h := newHostPair(t)
 			h.tc(t, q.tc)
-			d, peer := h.startNetnsDaemon(t, bin, "")
+			d, peer := h.startNetnsDaemon(t, bin, q.kind)
 			link := startGoodLink(d.attach(t), peer, 0x7, 1000, 0, 0, toNet)
 
 			time.Sleep(500 * time.Millisecond) // the queue fills
@@ -300,7 +338,7 @@ func TestRouteFlapGSONetns(t *testing.T) {
 	h.tc(t, []string{"qdisc add dev DEV root handle 1: htb default 10",
 		"class add dev DEV parent 1: classid 1:10 htb rate 200mbit",
 		"qdisc add dev DEV parent 1:10 handle 10: pfifo limit 10000"})
-	d, peer := h.startNetnsDaemon(t, bin, "")
+	d, peer := h.startNetnsDaemon(t, bin, sessionKind{udp: true})
 	link := startGoodLink(d.attach(t), peer, 0x8, 1000, 0, 0, toNet)
 
 	// framesPerPacket is the average packet on the link, in frames.
@@ -317,10 +355,10 @@ func TestRouteFlapGSONetns(t *testing.T) {
 	if r := framesPerPacket(500 * time.Millisecond); r < 2 {
 		t.Fatalf("before the flap: %.2f frames per packet on the link: GSO not in use", r)
 	}
-	h.route(t, "del")
+	h.route(t, netns4, "del")
 	time.Sleep(time.Second)
 	down := d.mustStatus(t).Session
-	h.route(t, "add")
+	h.route(t, netns4, "add")
 	restored := time.Now()
 	back := time.Duration(-1)
 	for time.Since(restored) < 10*time.Second {
