@@ -117,7 +117,15 @@ func newTxQueue(c Config, batch int, rc syscall.RawConn, f *os.File, peer sockad
 		h.Name = q.peer.ptr()
 		h.Namelen = q.peer.len
 	}
-	_ = rc.Control(func(fd uintptr) { q.gsoMax = probeGSOToward(c, int(fd), gsoMTU(ul, route), peer) })
+	_ = rc.Control(func(fd uintptr) {
+		q.gsoMax = probeGSOToward(c, int(fd), gsoMTU(ul, route), peer)
+		if q.gsoMax == 0 && probeGSO(c, int(fd), gsoMTU(ul, route)) > 0 {
+			// A qdisc toward the peer cuts GSO messages: ask again now
+			// and then, in case it goes.
+			q.gsoOff, q.gsoBackoff = true, gsoBackoffMax
+			q.gsoRetry = time.Now().Add(gsoBackoffMax)
+		}
+	})
 	q.gsoProbeFn = func(fd uintptr) {
 		route := routeMTU(peer)
 		if !c.IPv6 {
@@ -249,7 +257,9 @@ func (q *txQueue) holdGSO() {
 	case !q.gsoOff:
 		return // no GSO on this socket
 	}
-	q.gsoRetry = time.Now().Add(gsoBackoffMin)
+	if at := time.Now().Add(gsoBackoffMin); at.After(q.gsoRetry) {
+		q.gsoRetry = at // a longer back-off after a refusal stays
+	}
 }
 
 // reprobeGSO probes GSO again once the back-off has passed; if the probe
