@@ -2,5 +2,5 @@
 
 package vhostuser
 
-// raceSlowdown scales the wall-clock bounds of timing tests (see race_test.go).
+// raceSlowdown is 1 without the race detector (see race_test.go).
 const raceSlowdown = 1
