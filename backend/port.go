@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -161,7 +162,9 @@ type Port struct {
 // port forwards once Start is called.
 func OpenPort(cfg PortConfig, log *slog.Logger) (*Port, error) {
 	log = log.With("port", cfg.Name, "session", cfg.L2TP.SessionID)
-	tun, err := l2tp.Open(cfg.L2TP, l2tp.TunnelOptions{BatchSize: cfg.Batch})
+	tun, err := l2tp.Open(cfg.L2TP, l2tp.TunnelOptions{BatchSize: cfg.Batch, OnPeerMove: func(to netip.AddrPort) {
+		log.Warn("L2TPv3 peer moved: sending to the new address", "peer", to.String())
+	}})
 	if err != nil {
 		return nil, err
 	}

@@ -134,6 +134,12 @@ type Config struct {
 	// UDP) is not Dst's resolved address. ParseOptions defaults it to on
 	// when Dst is a literal address and off for a host name.
 	PinPeer bool
+	// LearnPeer (peer-learning=on) moves the peer to the source of any
+	// received datagram that passes the session and cookie checks, so the
+	// pseudowire follows a peer that migrated to another host or sits behind
+	// NAT. Off by default and refused without a cookie: cookies travel in
+	// clear, so anyone who sees one can move the peer.
+	LearnPeer bool
 
 	// UnderlayMTU is the MTU of the path to the peer, MinUnderlayMTU..
 	// MaxUnderlayMTU; 0 (the default) means the MTU of the route to Dst,
@@ -178,6 +184,9 @@ func (c Config) Validate() error {
 	}
 	if err := c.validateSublayer(); err != nil {
 		return err
+	}
+	if c.LearnPeer && c.CookieLen == 0 {
+		return cfgErr("peer-learning", "peer-learning=on needs txcookie and rxcookie: only a datagram with the session's cookie may move the peer")
 	}
 	if c.Offset < 0 || c.Offset > maxOffset {
 		return cfgErr("offset", "offset=%d: must be 0..%d", c.Offset, maxOffset)

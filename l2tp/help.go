@@ -31,6 +31,11 @@ const optionHelp = `L2TPv3 option string (QEMU's -netdev l2tpv3 keys, comma-sepa
                                                                       default none
   pinpeer=on|off    drop packets whose source address (and UDP port) is not dst
                     default on for a literal dst, off for a host name
+  peer-learning=on|off  a datagram that passes the session and cookie checks from
+                    another address or port moves the peer there (a peer that migrated
+                    or sits behind NAT); counted (peer_moves), logged. Needs a cookie:
+                    cookies travel in clear, so whoever sees one can move the peer
+                                                                      default off
   underlay-mtu=N    MTU of the path to the peer, 576..65535; the inner MTU offered to the
                     VM (VIRTIO_NET_F_MTU, host_mtu) is N - overhead - 14
                     default: the route's MTU toward dst, asked of the kernel at open (else 1500)
@@ -41,7 +46,8 @@ const optionHelp = `L2TPv3 option string (QEMU's -netdev l2tpv3 keys, comma-sepa
   id=NAME           accepted and ignored (QEMU's netdev id)
 
 Numbers: decimal or 0x hex; a leading 0 is refused (QEMU reads octal). Booleans:
-on/off, yes/no, true/false; a bare key means on. Refused, unlike QEMU: offset > 256;
+on/off, yes/no, true/false; a bare key means on. A host name in dst is resolved again
+every 30 s and after a send error. Refused, unlike QEMU: offset > 256;
 session ID 0 (RFC 3931 reserves it); a key given twice; counter or
 pincounter with l2spec=none or with seq; seq with l2spec=none.
 

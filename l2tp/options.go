@@ -30,7 +30,7 @@ var optKinds = map[string]optKind{
 	"txsession": kindU32, "rxsession": kindU32, "ipv6": kindBool,
 	"cookie64": kindBool, "txcookie": kindU64, "rxcookie": kindU64,
 	"counter": kindBool, "pincounter": kindBool, "offset": kindOffset,
-	"l2spec": kindL2Spec, "seq": kindSeq, "pinpeer": kindBool,
+	"l2spec": kindL2Spec, "seq": kindSeq, "pinpeer": kindBool, "peer-learning": kindBool,
 	"underlay-mtu": kindMTU, "oversize": kindOversize,
 }
 
@@ -63,7 +63,7 @@ func (o options) on(key string) bool { return o[key].on }
 //     id=, accepted and ignored so QEMU's own string can be pasted (as can a
 //     leading "l2tpv3," type word).
 //   - kernel-style keys l2spec=default|none, seq=none|send|recv|both and
-//     pinpeer=on|off.
+//     pinpeer=on|off; peer-learning=on|off (default off; needs a cookie).
 //   - underlay-mtu=N (576..65535; default: the route's MTU, probed when the
 //     tunnel opens) and oversize=fragment|drop (default fragment), for
 //     frames whose encapsulated datagram is larger than the underlay MTU.
@@ -132,6 +132,7 @@ func ParseOptions(s string) (Config, error) {
 		_, err := netip.ParseAddr(c.Dst)
 		c.PinPeer = err == nil
 	}
+	c.LearnPeer = o.on("peer-learning")
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -255,6 +256,9 @@ func (c Config) String() string {
 		b.WriteString(",offset=" + strconv.Itoa(c.Offset))
 	}
 	b.WriteString(",pinpeer=" + onOff(c.PinPeer))
+	if c.LearnPeer {
+		b.WriteString(",peer-learning=on")
+	}
 	if c.UnderlayMTU != 0 {
 		b.WriteString(",underlay-mtu=" + strconv.Itoa(c.UnderlayMTU))
 	}

@@ -3,7 +3,9 @@ package l2tp
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/cpu"
@@ -20,6 +22,12 @@ type rxRing struct {
 	peer    sockaddr
 	pin     bool // drop sources other than peer
 	pinPort bool // compare the source port too (UDP)
+	learn   bool // peer-learning=on: a good datagram from elsewhere moves the peer
+
+	box         *peerBox                // the peer the send queues use
+	stranger    bool                    // the current message is not from the peer
+	onMove      func(to netip.AddrPort) // TunnelOptions.OnPeerMove
+	lastMoveLog time.Time
 
 	msgs  []mmsghdr
 	iovs  []unix.Iovec
@@ -50,6 +58,7 @@ func newRxRing(c Config, batch, slot int, rc syscall.RawConn, peer sockaddr, s *
 		dec:     NewDecoder(c, s),
 		peer:    peer,
 		pin:     c.PinPeer,
+		learn:   c.LearnPeer,
 		pinPort: c.Encap == EncapUDP,
 		msgs:    make([]mmsghdr, batch),
 		iovs:    make([]unix.Iovec, batch),
@@ -162,6 +171,9 @@ func (r *rxRing) deliver(frames [][]byte) int {
 				r.stats.rxDrops[reason].Add(1)
 				continue
 			}
+			if r.stranger {
+				r.learnPeer(i)
+			}
 			frames[n] = frame
 			n++
 			bytes += len(frame)
@@ -188,7 +200,12 @@ func (r *rxRing) admit(i int) bool {
 	if seg > 0 && seg < r.seg {
 		r.seg = seg
 	}
-	if r.pin && !r.peer.matches(&r.names[i], m.Hdr.Namelen, r.pinPort) {
+	r.stranger = false
+	if (r.pin || r.learn) && !r.peer.matches(&r.names[i], m.Hdr.Namelen, r.pinPort) {
+		if r.learn {
+			r.stranger = true // its first good frame moves the peer
+			return true
+		}
 		r.stats.rxDrops[DropSource].Add(uint64((int(m.Len) + r.seg - 1) / r.seg))
 		return false
 	}

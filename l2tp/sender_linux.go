@@ -63,6 +63,7 @@ func (t *Tunnel) NewSender() (*Sender, error) {
 	s.view = Tunnel{cfg: t.cfg, batch: t.batch, hl: t.hl, local: t.local, peer: t.peer, stats: t.stats, ul: t.ul, route: t.route, f: f}
 	s.view.tx = newTxQueue(t.cfg, t.batch, rc, f, t.tx.peer, t.stats, t.ul, t.route)
 	s.view.tx.enc.shared = &set.counter
+	s.view.tx.box = t.box
 	if s.view.tx.enc.mode == txSeq {
 		s.order = &set.order
 	}

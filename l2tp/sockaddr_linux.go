@@ -24,6 +24,11 @@ type sockaddr struct {
 // family the Config selects: a literal as is, a host name by DNS (first
 // address returned).
 func resolve(key, host string, v6 bool) (netip.Addr, error) {
+	return resolveCtx(context.Background(), key, host, v6)
+}
+
+// resolveCtx is resolve bounded by ctx (re-resolution while running).
+func resolveCtx(ctx context.Context, key, host string, v6 bool) (netip.Addr, error) {
 	if ip, err := netip.ParseAddr(host); err == nil {
 		return ip, nil
 	}
@@ -31,7 +36,7 @@ func resolve(key, host string, v6 bool) (netip.Addr, error) {
 	if v6 {
 		network = "ip6"
 	}
-	ips, err := net.DefaultResolver.LookupNetIP(context.Background(), network, host)
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, network, host)
 	if err != nil {
 		return netip.Addr{}, fmt.Errorf("l2tpv3: resolve %s=%s: %w", key, host, err)
 	}

@@ -117,6 +117,7 @@ type Stats struct {
 	rxPackets atomic.Uint64
 	rxBytes   atomic.Uint64
 	seqLost   atomic.Uint64
+	peerMoves atomic.Uint64 // peer-learning moves and re-resolved host names
 	rxDrops   [NumDrops]atomic.Uint64
 	_         cpu.CacheLinePad
 	txPackets atomic.Uint64
@@ -189,6 +190,8 @@ type StatsSnapshot struct {
 	GSOFallbacks uint64
 	// GSOPackets: frames sent inside UDP GSO messages (part of TxPackets).
 	GSOPackets uint64
+	// PeerMoves: times the peer moved (peer-learning=on, dst re-resolved).
+	PeerMoves uint64
 	// NetErrors: errors the network or host reported for sent datagrams
 	// (ICMP, local), by kind.
 	NetErrors [NumNetErrors]uint64
@@ -202,6 +205,7 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		SeqLost: s.seqLost.Load(), TxStalls: s.txStalls.Load(),
 		TxStallNanos: s.txStallNs.Load(), AboveMTU: s.txAbove.Load(),
 		TxQueueFull: s.txNoBufs.Load(), GSOFallbacks: s.gsoFalls.Load(), GSOPackets: s.gsoPkts.Load(),
+		PeerMoves: s.peerMoves.Load(),
 	}
 	for i := range v.Drops {
 		v.Drops[i] = s.rxDrops[i].Load() + s.txDrops[i].Load()
@@ -252,6 +256,9 @@ func (v StatsSnapshot) String() string {
 	if v.GSOFallbacks != 0 {
 		b.WriteString(", gso_fallbacks " + strconv.FormatUint(v.GSOFallbacks, 10))
 	}
+	if v.PeerMoves != 0 {
+		b.WriteString(", peer_moves " + strconv.FormatUint(v.PeerMoves, 10))
+	}
 	sep = ", net_errors "
 	for i, n := range v.NetErrors {
 		if n != 0 {
@@ -275,6 +282,7 @@ type statsJSON struct {
 	TxQueueFull  uint64            `json:"tx_queue_full"`
 	GSOFallbacks uint64            `json:"gso_fallbacks"`
 	GSOPackets   uint64            `json:"gso_packets"`
+	PeerMoves    uint64            `json:"peer_moves"`
 	Drops        map[string]uint64 `json:"drops"`
 	NetErrors    map[string]uint64 `json:"net_errors"`
 }
@@ -283,7 +291,7 @@ type statsJSON struct {
 // admin API reports it.
 func (v StatsSnapshot) MarshalJSON() ([]byte, error) {
 	j := statsJSON{v.RxPackets, v.RxBytes, v.TxPackets, v.TxBytes, v.SeqLost, v.TxStalls, v.TxStallNanos,
-		v.AboveMTU, v.TxQueueFull, v.GSOFallbacks, v.GSOPackets, make(map[string]uint64, NumDrops), make(map[string]uint64, NumNetErrors)}
+		v.AboveMTU, v.TxQueueFull, v.GSOFallbacks, v.GSOPackets, v.PeerMoves, make(map[string]uint64, NumDrops), make(map[string]uint64, NumNetErrors)}
 	for d := range Drop(NumDrops) {
 		j.Drops[d.String()] = v.Drops[d]
 	}
@@ -301,7 +309,8 @@ func (v *StatsSnapshot) UnmarshalJSON(b []byte) error {
 	}
 	*v = StatsSnapshot{RxPackets: j.RxPackets, RxBytes: j.RxBytes, TxPackets: j.TxPackets, TxBytes: j.TxBytes,
 		SeqLost: j.SeqLost, TxStalls: j.TxStalls, TxStallNanos: j.TxStallNanos, AboveMTU: j.AboveMTU,
-		TxQueueFull: j.TxQueueFull, GSOFallbacks: j.GSOFallbacks, GSOPackets: j.GSOPackets}
+		TxQueueFull: j.TxQueueFull, GSOFallbacks: j.GSOFallbacks, GSOPackets: j.GSOPackets,
+		PeerMoves: j.PeerMoves}
 	for d := range Drop(NumDrops) {
 		v.Drops[d] = j.Drops[d.String()]
 	}

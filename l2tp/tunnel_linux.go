@@ -2,6 +2,7 @@ package l2tp
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"sync/atomic"
 )
@@ -22,6 +23,12 @@ type TunnelOptions struct {
 	// BatchSize is how many datagrams one recvmmsg/sendmmsg moves at most:
 	// default 64, at most 1024.
 	BatchSize int
+
+	// OnPeerMove, if set, is told where the peer moved (peer-learning=on, or
+	// a host name in dst that now resolves elsewhere); it is called from the
+	// receiving or the resolving goroutine, at most once per 10 s for learned
+	// moves (PeerMoves counts them all), and must not block.
+	OnPeerMove func(to netip.AddrPort)
 
 	// recvBuf overrides recvBufSize (tests make it small to see truncation).
 	recvBuf int
@@ -45,6 +52,9 @@ type Tunnel struct {
 	rx     *rxRing    // owned by the ReadFrames goroutine
 	tx     *txQueue   // owned by the WriteFrames goroutine
 	multi  *senderSet // Senders (multiqueue VMs), closed with the tunnel
+	box    *peerBox   // the current peer (learned, re-resolved)
+	onMove func(to netip.AddrPort)
+	done   chan struct{} // closed by Close: stops the re-resolver
 }
 
 // Open validates cfg, resolves Src and Dst with the family it selects, and
@@ -83,18 +93,26 @@ func Open(cfg Config, opt TunnelOptions) (*Tunnel, error) {
 	}
 	udp := cfg.Encap == EncapUDP
 	t := &Tunnel{
-		cfg:   cfg,
-		batch: batch,
-		hl:    cfg.HeaderLen(),
-		local: addrString(local, udp),
-		peer:  addrString(ep.peer.ap, udp),
-		stats: new(Stats),
-		f:     f,
-		multi: new(senderSet),
+		cfg:    cfg,
+		batch:  batch,
+		hl:     cfg.HeaderLen(),
+		local:  addrString(local, udp),
+		peer:   addrString(ep.peer.ap, udp),
+		stats:  new(Stats),
+		f:      f,
+		multi:  new(senderSet),
+		box:    &peerBox{addr: ep.peer},
+		onMove: opt.OnPeerMove,
+		done:   make(chan struct{}),
 	}
 	t.ul, t.route = underlayFor(cfg, ep.peer)
 	t.rx = newRxRing(cfg, batch, bufSize, rc, ep.peer, t.stats)
 	t.tx = newTxQueue(cfg, batch, rc, f, ep.peer, t.stats, t.ul, t.route)
+	t.rx.box, t.rx.onMove, t.tx.box = t.box, t.onMove, t.box
+	if _, err := netip.ParseAddr(cfg.Dst); err != nil {
+		t.box.resolve = make(chan struct{}, 1)
+		go t.reresolve(t.done)
+	}
 	return t, nil
 }
 
@@ -130,8 +148,10 @@ func (t *Tunnel) Config() Config { return t.cfg }
 func (t *Tunnel) LocalAddr() string { return t.local }
 
 // PeerAddr is the resolved peer address packets are sent to, in the same
-// form as LocalAddr.
-func (t *Tunnel) PeerAddr() string { return t.peer }
+// form as LocalAddr: where it moved to, with peer learning or a host name.
+func (t *Tunnel) PeerAddr() string {
+	return addrString(t.box.load().ap, t.cfg.Encap == EncapUDP)
+}
 
 // Close closes the socket; blocked ReadFrames and WriteFrames calls return
 // net.ErrClosed, as do later ones. Calling it again does nothing.
@@ -140,5 +160,6 @@ func (t *Tunnel) Close() error {
 		return nil
 	}
 	t.closeSenders()
+	close(t.done)
 	return t.f.Close()
 }

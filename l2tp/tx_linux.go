@@ -48,8 +48,10 @@ type txQueue struct {
 	stats  *Stats
 	enc    *Encoder
 	peer   sockaddr
-	maxPkt int // largest datagram payload for this socket
-	fitPkt int // largest datagram payload within the underlay MTU (<= maxPkt)
+	box    *peerBox // the tunnel's current peer; follow copies a move into peer
+	gen    uint64   // box.gen when peer was copied
+	maxPkt int      // largest datagram payload for this socket
+	fitPkt int      // largest datagram payload within the underlay MTU (<= maxPkt)
 	// dropAbove drops packets above fitPkt (oversize=drop).
 	dropAbove bool
 
@@ -308,6 +310,7 @@ func (t *Tunnel) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
 	if err := checkFrames(bufs, sizes, offset, q.hl); err != nil {
 		return err
 	}
+	q.follow()
 	q.sent, q.sentB, q.sendErrs, q.stalls, q.stallNs = 0, 0, 0, 0, 0
 	q.noBufsN, q.gsoFalls, q.gsoPkts = 0, 0, 0
 	q.housekeeping()
@@ -338,6 +341,7 @@ func (t *Tunnel) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
 	}
 	if q.sendErrs != 0 {
 		q.stats.txDrops[DropSendError].Add(q.sendErrs)
+		q.box.askResolve() // a host name in dst may point elsewhere now
 	}
 	if q.sent != 0 {
 		q.stats.addTx(uint64(q.sent), uint64(q.sentB))
