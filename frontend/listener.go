@@ -145,23 +145,59 @@ func (l *listener) close() error {
 	return err
 }
 
-// serve hands each connection to serveConn until the listener is closed
-// or ctx ends (nil), or serveConn returns a network-side error, which ends
-// the front end: the one error policy of both front ends.
+// handOver is how many QEMU connections a listening front end serves at
+// once: two, for a live migration on one host, where the destination QEMU
+// connects to the same socket while the source still runs. A further one
+// waits until one of them ends; a dialling front end has one.
+const handOver = 2
+
+// serve hands each connection to serveConn, up to handOver of them at once
+// (one when dialling), until the listener is closed or ctx ends (nil), or
+// serveConn returns a network-side error, which ends the front end: the one
+// error policy of both front ends. It returns once every serveConn has.
 func (l *listener) serve(ctx context.Context, serveConn func(net.Conn) error) error {
 	stop := context.AfterFunc(ctx, func() { l.close() })
 	defer stop()
+	most := 1
+	if l.ln != nil {
+		most = handOver
+	}
+	slots := make(chan struct{}, most)
+	failed := make(chan error, most)
+	var wg sync.WaitGroup
+	// end waits for the connections still served and prefers the network
+	// error that closed the listener to err.
+	end := func(err error) error {
+		wg.Wait()
+		select {
+		case ferr := <-failed:
+			return ferr
+		default:
+			return err
+		}
+	}
 	for {
+		select {
+		case slots <- struct{}{}:
+		case <-l.closed:
+			return end(nil)
+		}
 		c, err := l.next(ctx)
 		if err != nil {
 			if l.isClosed() {
-				return nil
+				err = nil
 			}
-			return err
+			return end(err)
 		}
-		if err := serveConn(c); pump.IsNetworkError(err) {
-			return err
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := serveConn(c); pump.IsNetworkError(err) {
+				failed <- err
+				l.close()
+			}
+			<-slots
+		}()
 	}
 }
 

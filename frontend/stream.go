@@ -7,13 +7,20 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
+	"time"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 )
 
 // Stream is a -netdev stream front end: it listens (or dials), serves one
-// QEMU connection at a time through a Pump, and waits for the next.
+// QEMU connection at a time through a Pump, and waits for the next. During
+// a live migration on one host a second QEMU (the destination) connects
+// while the first runs: it waits until it sends its first frame (QEMU
+// announces the guest as soon as it runs it) or the first goes, then takes
+// the port over and the first connection is closed, so frames from the
+// network always go to the QEMU that runs the guest, and to one only.
 type Stream struct {
 	addr  StreamAddr
 	batch int
@@ -22,8 +29,8 @@ type Stream struct {
 	// Stats counts frames and connections across all connections.
 	Stats StreamStats
 
-	mu     sync.Mutex // guards cur and closed
-	cur    *StreamPort
+	mu     sync.Mutex    // guards ports and closed
+	ports  []*StreamPort // the connections, oldest first (two during a hand-over)
 	closed bool
 }
 
@@ -55,15 +62,23 @@ func (s *Stream) serveConn(conn net.Conn, p *pump.Pump) error {
 		conn.Close()
 		return err
 	}
-	if !s.setCurrent(port) {
+	if !s.add(port) {
 		port.Close()
 		return nil
 	}
+	defer s.remove(port)
+	if s.connected() > 1 {
+		s.log.Info("second VM connection (a migration's destination?): it takes over when it speaks", "stream", s.addr.String())
+		if !s.waitTurn(port) {
+			return nil
+		}
+		s.closeOthers(port)
+	}
 	s.log.Info("VM connected", "stream", s.addr.String())
 	err = p.Serve(port)
-	s.setCurrent(nil)
 	switch {
 	case pump.IsNetworkError(err):
+		s.Close() // a network error ends the front end, every connection with it
 	case err == nil, errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
 		if !s.isClosed() {
 			s.log.Info("VM disconnected", "stream", s.addr.String())
@@ -74,16 +89,64 @@ func (s *Stream) serveConn(conn net.Conn, p *pump.Pump) error {
 	return err
 }
 
-// setCurrent records the connection being served so Close can end it; it
-// refuses a new one after Close.
-func (s *Stream) setCurrent(p *StreamPort) bool {
+// add records a connection so Close can end it; it refuses one after Close.
+func (s *Stream) add(p *StreamPort) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed && p != nil {
+	if s.closed {
 		return false
 	}
-	s.cur = p
+	s.ports = append(s.ports, p)
 	return true
+}
+
+// remove forgets a connection that ended.
+func (s *Stream) remove(p *StreamPort) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ports = slices.DeleteFunc(s.ports, func(x *StreamPort) bool { return x == p })
+}
+
+// connected is the number of QEMU connections.
+func (s *Stream) connected() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.ports)
+}
+
+// closeOthers closes every connection but p: the source QEMU of a migration
+// once the destination runs the guest.
+func (s *Stream) closeOthers(p *StreamPort) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range s.ports {
+		if o != p {
+			s.log.Info("VM connection handed over to the newer one", "stream", s.addr.String())
+			o.Close()
+		}
+	}
+}
+
+// handOverPoll is how often a waiting second connection checks whether the
+// first one went away.
+const handOverPoll = 100 * time.Millisecond
+
+// waitTurn holds the second connection p until it sends its first bytes or
+// is the only one left; false when the front end closed meanwhile.
+func (s *Stream) waitTurn(p *StreamPort) bool {
+	defer p.conn.SetReadDeadline(time.Time{})
+	for {
+		if s.isClosed() {
+			return false
+		}
+		if s.connected() == 1 {
+			return true
+		}
+		p.conn.SetReadDeadline(time.Now().Add(handOverPoll))
+		if p.readable() {
+			return true
+		}
+	}
 }
 
 // isClosed reports whether Close was called.
@@ -102,17 +165,15 @@ func (s *Stream) Close() error {
 		return nil
 	}
 	s.closed = true
-	if s.cur != nil {
-		s.cur.Close()
+	for _, p := range s.ports {
+		p.Close()
 	}
 	return s.l.close()
 }
 
 // Status reports the stream front end.
 func (s *Stream) Status() Status {
-	s.mu.Lock()
-	connected := s.cur != nil
-	s.mu.Unlock()
+	connected := s.connected() > 0
 	return Status{Kind: "stream", Address: s.addr.String(), Connected: connected,
 		Connections: s.Stats.Connections.Load(), ProtocolErrors: s.Stats.BadLength.Load(),
 		Waits: s.Stats.Stalls.Load(), WaitNanos: s.Stats.StallNanos.Load(), RefusedPeers: s.l.refused()}

@@ -2,9 +2,11 @@ package frontend
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -272,4 +274,20 @@ func (s *StreamPort) advance(n int) {
 		n -= int(v.Len)
 		s.wpos++
 	}
+}
+
+// readable waits, up to the connection's read deadline, for bytes (or the
+// end) to arrive without consuming them; false when the deadline passed.
+func (s *StreamPort) readable() bool {
+	var b [1]byte
+	ready := false
+	err := s.rc.Read(func(fd uintptr) bool {
+		_, _, err := unix.Recvfrom(int(fd), b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+		if err == unix.EAGAIN || err == unix.EINTR {
+			return false
+		}
+		ready = true // bytes, the end, or an error the port will meet
+		return true
+	})
+	return ready || err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
 }

@@ -53,7 +53,11 @@ func (cfg Config) withDefaults() (Config, error) {
 }
 
 // Handler learns when queue pairs start and stop. Both methods are called from the
-// connection's control goroutine and must not block: start workers, don't run them.
+// control goroutine of the connection concerned and must not block: start workers, don't
+// run them. While two front ends are connected (a migration's hand-over) calls may come
+// from both goroutines at once; the destination starts pair i after the source stopped
+// it, but a misbehaving pair of front ends may overlap, so a Handler must tolerate a
+// second QueuePairStarted(i) before the first QueuePairStopped(i).
 type Handler interface {
 	// QueuePairStarted is called once both vrings of pair i are started.
 	QueuePairStarted(i int, q *QueuePair)
@@ -65,9 +69,12 @@ type Handler interface {
 // ErrServerClosed is returned by ServeConn after Close.
 var ErrServerClosed = errors.New("vhostuser: server closed")
 
-// Server is a vhost-user net back end serving one front end at a time, on
-// connections it is handed (ServeConn): where they come from, and who may
-// connect, is the caller's policy.
+// Server is a vhost-user net back end serving the connections it is handed
+// (ServeConn): where they come from, and who may connect, is the caller's
+// policy. Usually one front end at a time; during a live migration on one host
+// the destination QEMU connects and negotiates while the source still runs (it
+// waits for those answers before it can receive the VM), so ServeConn may run
+// for two connections at once.
 type Server struct {
 	cfg Config
 	h   Handler
@@ -75,7 +82,7 @@ type Server struct {
 
 	// mu guards the fields below.
 	mu     sync.Mutex
-	cur    *session
+	live   []*session // the connected front ends, oldest first
 	closed bool
 	totals Stats
 }
@@ -106,7 +113,7 @@ func (s *Server) ServeConn(c *net.UnixConn) error {
 		c.Close()
 		return ErrServerClosed
 	}
-	s.cur = sess
+	s.live = append(s.live, sess)
 	s.totals.Connections++
 	s.mu.Unlock()
 	s.log.Info("vhostuser: front end connected")
@@ -116,7 +123,7 @@ func (s *Server) ServeConn(c *net.UnixConn) error {
 
 	// Count before hanging up, so a front end that sees the hang-up sees the count too.
 	s.mu.Lock()
-	s.cur = nil
+	s.live = slices.DeleteFunc(s.live, func(x *session) bool { return x == sess })
 	s.totals.addVrings(sess.stats)
 	closing := s.closed
 	switch {
@@ -157,10 +164,10 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
-	cur := s.cur
+	live := slices.Clone(s.live)
 	s.mu.Unlock()
-	if cur != nil {
-		cur.t.close()
+	for _, sess := range live {
+		sess.t.close()
 	}
 	return nil
 }
@@ -171,11 +178,14 @@ func (s *Server) Stats() Stats {
 	defer s.mu.Unlock()
 	st := s.totals
 	st.Queues = slices.Clone(s.totals.Queues)
-	if s.cur != nil {
-		st.addVrings(s.cur.stats)
-		st.MTU = int(s.cur.mtu.Load())
-		st.Regions = int(s.cur.nRegions.Load())
-		st.SealedRegions = int(s.cur.nSealed.Load())
+	for _, sess := range s.live {
+		st.addVrings(sess.stats)
+	}
+	if n := len(s.live); n > 0 { // the newest front end's settings
+		newest := s.live[n-1]
+		st.MTU = int(newest.mtu.Load())
+		st.Regions = int(newest.nRegions.Load())
+		st.SealedRegions = int(newest.nSealed.Load())
 	}
 	return st
 }
