@@ -44,7 +44,7 @@ func newRig(t *testing.T) *rig {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	r.ports = backend.NewPorts(log)
 	r.srv = NewServer(r.ports, log, nil)
-	r.srv.metrics = metrics.Handler(r.srv.Statuses)
+	r.srv.metrics = metrics.Handler(r.ports.Statuses)
 	ln, err := Listen(r.sock, log)
 	if err != nil {
 		t.Fatal(err)
@@ -436,7 +436,7 @@ func TestRefusedListed(t *testing.T) {
 	spec, _ := r.spec("bad")
 	spec.L2TPv3 = "src=127.0.0.1,txsession=7"
 	_, err := spec.Parse()
-	r.srv.Refuse(spec, err)
+	r.ports.Refuse(spec, err)
 	list, _ := r.c.Ports(ctx(t))
 	if len(list) != 1 || list[0].State != backend.PortFailed || !strings.Contains(list[0].Error, "missing dst") {
 		t.Fatalf("list: %+v", list)

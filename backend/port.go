@@ -99,6 +99,16 @@ func (s PortSpec) Parse() (PortConfig, error) {
 	return c, nil // a vhost-user MTU left 0 is the tunnel's inner MTU (OpenPort)
 }
 
+// SessionID is the session the spec receives on, 0 when its option string
+// does not parse (logs of refused ports still carry a session).
+func (s PortSpec) SessionID() uint32 {
+	c, err := l2tp.ParseOptions(s.L2TPv3)
+	if err != nil {
+		return 0
+	}
+	return c.SessionID
+}
+
 // SocketPath is the unix socket the port's front end listens on or dials,
 // "" for tcp.
 func (c PortConfig) SocketPath() string {

@@ -24,6 +24,7 @@ type options struct {
 const usageHead = `Usage: l2tpv3-netdev --stream unix:PATH[,server=on|off] --l2tpv3 OPTIONS [flags]
        l2tpv3-netdev --vhost-user PATH[,server=on|off] --l2tpv3 OPTIONS [flags]
        l2tpv3-netdev --config FILE [--check] [flags]
+       l2tpv3-netdev --admin PATH [flags]   (no port yet: port add and plug fill it)
        l2tpv3-netdev ports|port ... (a running daemon's admin socket; see below)
 
 Carries a QEMU VM's NIC over a static L2TPv3 pseudowire (RFC 3931/4719).

@@ -77,7 +77,10 @@ func (d *daemonOptions) finish(o *options, fs *flag.FlagSet, spec backend.PortSp
 			return err
 		}
 	}
-	if d.config == "" || anySet(set, portFlags) {
+	// The command line's port is wanted when its flags are given, or when
+	// nothing else would run: --admin alone starts an empty daemon that
+	// port add and plug fill.
+	if anySet(set, portFlags) || d.config == "" && d.admin == "" {
 		cfg, err := spec.Parse()
 		if err != nil {
 			return err

@@ -18,14 +18,17 @@ import (
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/metrics"
 )
 
-// daemon is a running l2tpv3-netdev: its ports, the admin server that
-// starts them (listening only with --admin) and the metrics listener.
+// daemon is a running l2tpv3-netdev: its ports, the admin API (with
+// --admin) and the metrics listener (with --metrics), which share one
+// metrics handler.
 type daemon struct {
 	log     *slog.Logger
 	ports   *backend.Ports
 	srv     *admin.Server
 	adminLn net.Listener
 	metrics *http.Server
+
+	metricsHandler http.Handler // GET /metrics, on either listener
 }
 
 // run opens the admin socket and metrics listener (refusing at start what
@@ -36,7 +39,8 @@ func run(o options, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
 	d := &daemon{log: log, ports: backend.NewPorts(log)}
 	defer d.ports.Close()
-	d.srv = admin.NewServer(d.ports, log, metrics.Handler(func() []backend.PortStatus { return d.srv.Statuses() }))
+	d.metricsHandler = metrics.Handler(d.ports.Statuses)
+	d.srv = admin.NewServer(d.ports, log, d.metricsHandler)
 	if err := d.listen(o.daemon); err != nil {
 		return err
 	}
@@ -66,7 +70,7 @@ func (d *daemon) listen(o daemonOptions) error {
 			return fmt.Errorf("--metrics %s: %w", o.metrics, err)
 		}
 		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", metrics.Handler(d.srv.Statuses))
+		mux.Handle("GET /metrics", d.metricsHandler)
 		d.metrics = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go d.metrics.Serve(ln)
 		d.log.Info("metrics ready", "metrics", "http://"+ln.Addr().String()+"/metrics")
@@ -86,11 +90,11 @@ func (d *daemon) closeListeners() {
 // every refused one; it returns the ports that started.
 func (d *daemon) startPorts(o options) []*backend.Port {
 	for _, r := range o.daemon.refused {
-		d.srv.Refuse(r.spec, r.err)
+		d.ports.Refuse(r.spec, r.err)
 	}
 	var started []*backend.Port
 	for _, cfg := range o.ports {
-		p, err := d.srv.Start(cfg)
+		p, err := d.ports.Start(cfg)
 		if err != nil {
 			continue
 		}
@@ -108,7 +112,7 @@ func (d *daemon) startPorts(o options) []*backend.Port {
 // admin socket to add ports through: the single port's own error, or a
 // count.
 func (d *daemon) noPortError(o options) error {
-	sts := d.srv.Statuses()
+	sts := d.ports.Statuses()
 	if len(sts) == 1 {
 		return errors.New(sts[0].Error)
 	}

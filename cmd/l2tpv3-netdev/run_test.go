@@ -185,3 +185,34 @@ l2tpv3 = "src=127.0.0.1,udp=on,srcport=1,dstport=9,txsession=1"
 	default:
 	}
 }
+
+// --admin alone starts an empty daemon (no config, no port flags) that
+// port add fills; it stays up with no port.
+func TestDaemonAdminAloneStartsEmpty(t *testing.T) {
+	dir := t.TempDir()
+	admin := filepath.Join(dir, "admin.sock")
+	d := startDaemon(t, "--admin", admin)
+	d.waitLog(t, "admin API ready")
+	var out, errOut bytes.Buffer
+	if code := realMain([]string{"ports", "--admin", admin}, &out, &errOut); code != 0 {
+		t.Fatalf("ports: exit %d: %s%s", code, out.String(), errOut.String())
+	}
+	if strings.Contains(out.String(), "port0") {
+		t.Fatalf("an empty daemon lists a port:\n%s", out.String())
+	}
+	sock := filepath.Join(dir, "added.sock")
+	opts := fmt.Sprintf("src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=9,txsession=5", freePort(t))
+	add := []string{"port", "add", "added", "--stream", "unix:" + sock, "--l2tpv3", opts, "--admin", admin}
+	if code := realMain(add, &out, &errOut); code != 0 {
+		t.Fatalf("port add: exit %d: %s%s", code, out.String(), errOut.String())
+	}
+	out.Reset()
+	if code := realMain([]string{"ports", "--admin", admin}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "added") {
+		t.Fatalf("ports after add: exit %d:\n%s%s", code, out.String(), errOut.String())
+	}
+	select {
+	case err := <-d.done:
+		t.Fatalf("daemon exited: %v", err)
+	default:
+	}
+}
