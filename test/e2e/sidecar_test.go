@@ -55,8 +55,19 @@ type sidecar struct {
 // it is stopped with SIGTERM at cleanup and its log shown on failure.
 func startSidecar(t testing.TB, args ...string) *sidecar {
 	t.Helper()
+	return startSidecarIn(t, "", args...)
+}
+
+// startSidecarIn is startSidecar inside network namespace ns ("" for none;
+// ip netns exec execs the sidecar, so signals reach it).
+func startSidecarIn(t testing.TB, ns string, args ...string) *sidecar {
+	t.Helper()
 	s := &sidecar{t: t, stderr: new(testlog.Buffer), done: make(chan struct{})}
-	s.cmd = exec.Command(buildSidecar(t), append([]string{"--log-level", "debug"}, args...)...)
+	argv := append([]string{buildSidecar(t), "--log-level", "debug"}, args...)
+	if ns != "" {
+		argv = append([]string{"ip", "netns", "exec", ns}, argv...)
+	}
+	s.cmd = exec.Command(argv[0], argv[1:]...)
 	s.cmd.Stderr = s.stderr
 	if err := s.cmd.Start(); err != nil {
 		t.Fatal(err)
