@@ -47,10 +47,17 @@ func attachSessionFilter(fd int, c Config) error {
 	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
 		return fmt.Errorf("l2tpv3: setsockopt SO_ATTACH_FILTER (session %d): %w", c.SessionID, err)
 	}
+	// Bounded: packets of our own session keep passing the filter, and a
+	// 4 MiB receive buffer holds at most a few thousand small packets.
 	var b [1]byte
-	for {
+	for range maxQueuedBeforeFilter {
 		if _, _, err := unix.Recvfrom(fd, b[:], unix.MSG_DONTWAIT|unix.MSG_TRUNC); err != nil {
-			return nil
+			break
 		}
 	}
+	return nil
 }
+
+// maxQueuedBeforeFilter bounds the packets discarded after the filter is
+// attached: more than the receive buffer (sockBufSize) can queue.
+const maxQueuedBeforeFilter = 1 << 14
