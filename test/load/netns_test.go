@@ -77,7 +77,7 @@ func newHostPair(t *testing.T) *hostPair {
 	for _, f := range []netnsFamily{netns4, netns6} {
 		run(t, "ip", "-n", h.a, "addr", "add", f.local+f.linkPfx, "dev", h.devA, "nodad")
 		run(t, "ip", "-n", h.b, "addr", "add", f.nextHop+f.linkPfx, "dev", devB, "nodad")
-		run(t, "ip", "-n", h.b, "addr", "add", f.peer+f.peerPfx, "dev", "lo")
+		run(t, "ip", "-n", h.b, "addr", "add", f.peer+f.peerPfx, "dev", "lo", "nodad")
 		// Neighbours known from the start: while the kernel resolves one,
 		// a datagram sent just then can overtake those it queued.
 		run(t, "ip", "-n", h.a, "neigh", "replace", f.nextHop, "lladdr", macB, "dev", h.devA, "nud", "permanent")
