@@ -8,11 +8,12 @@ import (
 
 // Guest memory is a file the front end owns, and so is the dirty log (SET_LOG_BASE). If it
 // shrinks that file after sharing it (ftruncate of a memfd or a file), or a hugetlbfs page
-// cannot be allocated when first touched, the next access to the mapping raises SIGBUS, which Go turns into a fatal
-// "unexpected fault address": every port of the process would die. So every goroutine
-// that touches guest memory runs with runtime/debug.SetPanicOnFault(true) and recovers
-// the fault at one boundary, where it becomes an error that ends that front end's
-// connection (counted, logged once) and nothing else:
+// cannot be allocated when first touched, the next access to the mapping raises SIGBUS,
+// which Go turns into a fatal "unexpected fault address": every port of the process would
+// die. So every goroutine that touches guest memory runs with
+// runtime/debug.SetPanicOnFault(true) and recovers the fault at one boundary, where it
+// becomes an error that ends that front end's connection (counted, logged once) and
+// nothing else. A fault at any other address is a bug and is raised again. The boundaries:
 //
 //   - a data-path worker: ReadFrames, WriteFrames and DeliverFrames (QueuePair.leave);
 //   - the control goroutine: each request handler (session.handle), e.g. SET_VRING_KICK,
@@ -20,8 +21,10 @@ import (
 //
 // Locks. A worker touches guest memory only while it holds its vring's lock, and holds no
 // other lock then; so when a fault unwinds to QueuePair.leave, that lock is held and leave
-// releases it. The control goroutine releases every vring lock it takes around guest memory
-// with defer, so the unwinding releases it before session.handle recovers.
+// releases it. The control goroutine touches guest memory only when it starts a ring
+// (session.kickRing), whose vring lock is released by defer, so the unwinding releases it
+// before session.handle recovers; under lockAll (SET_FEATURES, SET_MEM_TABLE, SET_LOG_BASE)
+// it only re-translates ring addresses and never touches guest memory.
 //
 // Half-done work. A fault may stop a batch between writing used elements and publishing
 // used->idx, or after consuming avail entries, so the ring's private indexes may be ahead of
@@ -30,7 +33,9 @@ import (
 // written. The private state is never used again: the ring is marked broken at once, every
 // later call on it returns that error, and the connection is closed, so the session and its
 // vrings are discarded; a reconnecting front end starts from used->idx in guest memory.
-// Counters only count frames whose used entries were published.
+// The batch during which the fault struck is neither returned to the caller nor counted,
+// even when its used entries were published before a later access (the notification
+// decision) faulted: the guest's memory is gone by then, and with it those frames.
 
 // ErrMemoryFault is wrapped by the error a QueuePair method returns when touching guest
 // memory faulted: the front end shrank a region's file after sharing it, or the host could
