@@ -199,7 +199,7 @@ func transfer(t *testing.T, from, to *guest.VM, addr, file string) time.Duration
 		"i=0; until netstat -ltn | grep -q ':%[1]d '; do i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.1; done\n"+
 		"netstat -ltn | grep -q ':%[1]d '", tsoPort), pingTimeout)
 	start := time.Now()
-	out, err := from.Run(fmt.Sprintf("nc %s %d <%s", addr, tsoPort, file), tsoTransferTimeout)
+	out, err := from.Run(fmt.Sprintf("time -o /tmp/nc.time nc %s %d <%s", addr, tsoPort, file), tsoTransferTimeout)
 	elapsed := time.Since(start)
 	if err != nil {
 		t.Fatalf("%s: nc: %v\n%s", from.Name, err, out)
