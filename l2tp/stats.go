@@ -31,7 +31,8 @@ const (
 	// DropOversize: a frame too big for one datagram, or (oversize=drop)
 	// for the underlay MTU, not sent.
 	DropOversize
-	// DropSendError: sendmmsg refused the packet (EMSGSIZE, EHOSTUNREACH…).
+	// DropSendError: sendmmsg refused the packet twice in a row (EMSGSIZE,
+	// ENETUNREACH…; once may be the one-shot error an ICMP message left).
 	DropSendError
 	// DropVMDown: a frame arrived while no VM was attached (counted by the
 	// backend through AddDrop).

@@ -293,11 +293,13 @@ func (q *txQueue) backOff() {
 
 // WriteFrames encapsulates bufs[i][offset:offset+sizes[i]] in place (the
 // header is written at bufs[i][offset-Headroom():offset]) and sends them
-// all, in order, with sendmmsg. While the socket is full it blocks on the
-// netpoller (the caller stops reading the VM meanwhile) and resumes from the
-// first unsent frame; it returns only when every frame is sent or dropped
-// and counted (oversize: too big for one datagram, or above the underlay
-// MTU with oversize=drop; send_error: refused by the kernel), or with
+// all, in order, with sendmmsg. While the socket is full (EAGAIN) it blocks
+// on the netpoller, while the host's egress queue is (ENOBUFS) it sleeps;
+// either way the caller stops reading the VM meanwhile, and it resumes from
+// the first unsent frame. It returns only when every frame is sent or
+// dropped and counted (oversize: too big for one datagram, or above the
+// underlay MTU with oversize=drop; send_error: refused by the kernel twice
+// in a row), or with
 // net.ErrClosed after Close. A frame above the underlay MTU is counted
 // (AboveMTU) whatever the policy. Nothing is sent if offset is below
 // Headroom or a size does not fit its buffer. Only one goroutine may call
