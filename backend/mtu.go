@@ -4,12 +4,7 @@ import (
 	"log/slog"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
-)
-
-// Bounds of an MTU a vhost-user front end may offer (VIRTIO_NET_F_MTU).
-const (
-	minOfferMTU = 68
-	maxOfferMTU = 65535
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser"
 )
 
 // offerMTU completes a vhost-user port's config once its tunnel is open:
@@ -24,7 +19,7 @@ func offerMTU(cfg PortConfig, tun *l2tp.Tunnel, log *slog.Logger) PortConfig {
 	inner := tun.InnerMTU()
 	switch {
 	case a.MTU == 0:
-		a.MTU = min(max(inner, minOfferMTU), maxOfferMTU)
+		a.MTU = min(max(inner, vhostuser.MinMTU), vhostuser.MaxMTU)
 	case a.MTU > inner:
 		u := tun.Underlay()
 		log.Warn("vhost-user mtu= is above the inner MTU: the guest's largest frames exceed the underlay MTU",

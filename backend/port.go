@@ -16,8 +16,8 @@ import (
 )
 
 // DefaultBatch is the frames per batch in each direction when a port does
-// not say.
-const DefaultBatch = 64
+// not say: the tunnel's own default.
+const DefaultBatch = l2tp.DefaultBatchSize
 
 // PortSpec is a port as a user writes it: on the command line, in the
 // config file or in an admin request. The strings use the command line's

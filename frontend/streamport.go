@@ -90,7 +90,7 @@ func NewStreamPort(conn net.Conn, batch int, stats *StreamStats) (*StreamPort, e
 		stats = new(StreamStats)
 	}
 	if batch <= 0 {
-		batch = 64
+		return nil, fmt.Errorf("stream: batch %d: must be positive", batch)
 	}
 	s := &StreamPort{
 		conn:  conn,

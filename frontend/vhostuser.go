@@ -59,8 +59,8 @@ func ParseVhostUserAddr(spec string) (VhostUserAddr, error) {
 			}
 		case "mtu":
 			a.MTU, err = strconv.Atoi(val)
-			if err == nil && (a.MTU < 68 || a.MTU > 65535) {
-				err = errors.New("must be 68..65535")
+			if err == nil && (a.MTU < vhostuser.MinMTU || a.MTU > vhostuser.MaxMTU) {
+				err = fmt.Errorf("must be %d..%d", vhostuser.MinMTU, vhostuser.MaxMTU)
 			}
 		case "offload":
 			var on bool

@@ -151,8 +151,8 @@ type Config struct {
 	Oversize Oversize
 }
 
-// maxOffset is the largest Offset accepted (QEMU never bounded it).
-const maxOffset = 256
+// MaxOffset is the largest Offset accepted (QEMU never bounded it).
+const MaxOffset = 256
 
 // ConfigError is a refused configuration. Key names the option at fault in
 // option-string terms ("txcookie"), or is empty when several are involved.
@@ -188,8 +188,8 @@ func (c Config) Validate() error {
 	if c.LearnPeer && c.CookieLen == 0 {
 		return cfgErr("peer-learning", "peer-learning=on needs txcookie and rxcookie: only a datagram with the session's cookie may move the peer")
 	}
-	if c.Offset < 0 || c.Offset > maxOffset {
-		return cfgErr("offset", "offset=%d: must be 0..%d", c.Offset, maxOffset)
+	if c.Offset < 0 || c.Offset > MaxOffset {
+		return cfgErr("offset", "offset=%d: must be 0..%d", c.Offset, MaxOffset)
 	}
 	return c.validateMTU()
 }

@@ -3,6 +3,8 @@ package l2tp
 import (
 	"encoding/binary"
 	"testing"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testhex"
 )
 
 // seqConfig is UDP, session 0x10, 32-bit cookie 0x11223344, default
@@ -25,7 +27,7 @@ func ipConfig(v6 bool) Config {
 
 // withFrame appends an n-byte frame to a hand-written header.
 func withFrame(t *testing.T, hdr string, n int) []byte {
-	return append(unhex(t, hdr), make([]byte, n)...)
+	return append(testhex.Decode(t, hdr), make([]byte, n)...)
 }
 
 // TestDecapDrops checks each drop reason (and the near misses that pass).
@@ -42,11 +44,11 @@ func TestDecapDrops(t *testing.T) {
 		{"wrong session", seqConfig(SeqRecv), withFrame(t, "00030000 00000011 11223344 40000000", 14), false, DropSession},
 		{"wrong cookie", seqConfig(SeqRecv), withFrame(t, "00030000 00000010 11223345 40000000", 14), false, DropCookie},
 		{"T bit", seqConfig(SeqRecv), withFrame(t, "c8030000 00000010 11223344 40000000", 14), false, DropControl},
-		{"T bit short", seqConfig(SeqRecv), unhex(t, "c8030014"), false, DropControl},
+		{"T bit short", seqConfig(SeqRecv), testhex.Decode(t, "c8030014"), false, DropControl},
 		{"version 2", seqConfig(SeqRecv), withFrame(t, "00020000 00000010 11223344 40000000", 14), false, DropMalformed},
 		{"empty", seqConfig(SeqRecv), nil, false, DropMalformed},
-		{"flags only", seqConfig(SeqRecv), unhex(t, "00030000"), false, DropMalformed},
-		{"short header", seqConfig(SeqRecv), unhex(t, "00030000 00000010 112233"), false, DropMalformed},
+		{"flags only", seqConfig(SeqRecv), testhex.Decode(t, "00030000"), false, DropMalformed},
+		{"short header", seqConfig(SeqRecv), testhex.Decode(t, "00030000 00000010 112233"), false, DropMalformed},
 		{"frame 13 bytes", seqConfig(SeqRecv), withFrame(t, "00030000 00000010 11223344 40000000", 13), false, DropMalformed},
 		{"no S under seq=recv", seqConfig(SeqRecv), withFrame(t, "00030000 00000010 11223344 00000000", 14), false, DropSequence},
 		{"no S under seq=both", seqConfig(SeqBoth), withFrame(t, "00030000 00000010 11223344 00000007", 14), false, DropSequence},
@@ -56,16 +58,16 @@ func TestDecapDrops(t *testing.T) {
 			withFrame(t, "00030000 00000000 11223344 00000000", 14), true, 0},
 		{"IPv6 IP good", ipConfig(true), withFrame(t, "00000010", 14), true, 0},
 		{"IPv6 IP session 0", ipConfig(true), withFrame(t, "00000000", 14), false, DropControl},
-		{"IPv6 IP session 0 short", ipConfig(true), unhex(t, "00000000"), false, DropControl},
+		{"IPv6 IP session 0 short", ipConfig(true), testhex.Decode(t, "00000000"), false, DropControl},
 		{"IPv6 IP wrong session", ipConfig(true), withFrame(t, "00000011", 14), false, DropSession},
-		{"IPv6 IP short", ipConfig(true), unhex(t, "000000"), false, DropMalformed},
+		{"IPv6 IP short", ipConfig(true), testhex.Decode(t, "000000"), false, DropMalformed},
 		{"IPv4 IHL 5", ipConfig(false), append(ipv4Header(5), withFrame(t, "00000010", 14)...), true, 0},
 		{"IPv4 IHL 15", ipConfig(false), append(ipv4Header(15), withFrame(t, "00000010", 14)...), true, 0},
 		{"IPv4 session 0", ipConfig(false), append(ipv4Header(5), withFrame(t, "00000000", 14)...), false, DropControl},
-		{"IPv4 IHL 4", ipConfig(false), append(unhex(t, "44000000 00000000 00730000 00000000 00000000"), withFrame(t, "00000010", 14)...), false, DropMalformed},
-		{"IPv4 IHL past end", ipConfig(false), unhex(t, "4f000000 00000000 00730000 00000000 00000000 00000010"), false, DropMalformed},
-		{"IPv4 version 6", ipConfig(false), append(unhex(t, "65000000 00000000 00730000 00000000 00000000"), withFrame(t, "00000010", 14)...), false, DropMalformed},
-		{"IPv4 header cut", ipConfig(false), unhex(t, "45000000 00000000"), false, DropMalformed},
+		{"IPv4 IHL 4", ipConfig(false), append(testhex.Decode(t, "44000000 00000000 00730000 00000000 00000000"), withFrame(t, "00000010", 14)...), false, DropMalformed},
+		{"IPv4 IHL past end", ipConfig(false), testhex.Decode(t, "4f000000 00000000 00730000 00000000 00000000 00000010"), false, DropMalformed},
+		{"IPv4 version 6", ipConfig(false), append(testhex.Decode(t, "65000000 00000000 00730000 00000000 00000000"), withFrame(t, "00000010", 14)...), false, DropMalformed},
+		{"IPv4 header cut", ipConfig(false), testhex.Decode(t, "45000000 00000000"), false, DropMalformed},
 		{"IPv4 no payload", ipConfig(false), ipv4Header(5), false, DropMalformed},
 	}
 	for _, tt := range tests {

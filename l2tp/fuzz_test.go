@@ -3,6 +3,8 @@ package l2tp
 import (
 	"testing"
 	"unsafe"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testhex"
 )
 
 // fuzzConfigs are the decoder setups FuzzDecap picks from: one per golden
@@ -21,7 +23,7 @@ func fuzzConfigs() []Config {
 func FuzzDecap(f *testing.F) {
 	cs := fuzzConfigs()
 	for i, g := range goldens {
-		pkt := append(unhex(f, g.hdr), testFrame()...)
+		pkt := append(testhex.Decode(f, g.hdr), testFrame()...)
 		f.Add(uint8(2*i), pkt)
 		f.Add(uint8(2*i+1), pkt)
 		if !g.udp {

@@ -10,7 +10,7 @@ import (
 const (
 	// maxHeaderLen bounds HeaderLen: flags word, session, 64-bit cookie,
 	// sublayer and the largest offset.
-	maxHeaderLen = 4 + 4 + 8 + 4 + maxOffset
+	maxHeaderLen = 4 + 4 + 8 + 4 + MaxOffset
 	// ethHeaderLen is the shortest frame delivered: an Ethernet header.
 	ethHeaderLen = 14
 	// udpDataWord is the UDP flags word of a data packet: T=0, version 3.

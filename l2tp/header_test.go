@@ -4,8 +4,9 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
-	"strings"
 	"testing"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testhex"
 )
 
 // golden is one hand-written encapsulated header: UDP or IP, cookie length,
@@ -118,16 +119,6 @@ func (g golden) name(v6 bool) string {
 	return fmt.Sprintf("udp=%v/v6=%v/cookie%d/%s/offset%d", g.udp, v6, g.cookie*8, g.sub, g.offset)
 }
 
-// unhex decodes a hand-written hex string, ignoring spaces.
-func unhex(t testing.TB, s string) []byte {
-	t.Helper()
-	b, err := hex.DecodeString(strings.ReplaceAll(s, " ", ""))
-	if err != nil {
-		t.Fatalf("bad hex %q: %v", s, err)
-	}
-	return b
-}
-
 // testFrame is a 60-byte Ethernet frame with a recognisable pattern.
 func testFrame() []byte {
 	f := make([]byte, 60)
@@ -156,7 +147,7 @@ func TestGoldenHeaders(t *testing.T) {
 				if err := c.Validate(); err != nil {
 					t.Fatal(err)
 				}
-				want := unhex(t, g.hdr)
+				want := testhex.Decode(t, g.hdr)
 				if c.HeaderLen() != len(want) {
 					t.Fatalf("HeaderLen = %d, golden header has %d bytes", c.HeaderLen(), len(want))
 				}

@@ -22,8 +22,8 @@ func parseValue(key, val string, kind optKind) (optValue, error) {
 		v.num, err = parseNumber(key, val, 64)
 	case kindOffset:
 		v.num, err = parseNumber(key, val, 64)
-		if err == nil && v.num > maxOffset {
-			err = cfgErr(key, "%s=%s: must be 0..%d", key, val, maxOffset)
+		if err == nil && v.num > MaxOffset {
+			err = cfgErr(key, "%s=%s: must be 0..%d", key, val, MaxOffset)
 		}
 	case kindMTU:
 		v.num, err = parseNumber(key, val, 64)

@@ -10,11 +10,12 @@
 // "id" and its reply is matched by it, so an event that arrives before the
 // qmp_capabilities reply, or between any command and its reply, is an event
 // and never taken for a reply; and events are queued per subscriber without
-// bound, so a subscriber that does not read never stalls a command. Its
-// method set (Connect, Disconnect, Run, Events) follows go-qemu's
-// qmp.Monitor, and Command, Event and Version mirror go-qemu's types
-// (Event keeps its data as raw JSON). go-qemu itself is not imported: the
-// Go module proxy does not serve it.
+// bound, so a subscriber that does not read never stalls a command.
+// Command, Event and Version mirror go-qemu's types (Event keeps its data as
+// raw JSON). go-qemu itself is not imported: the Go module proxy does not
+// serve it.
+//
+// It imports no sibling package.
 package qmp
 
 import (
@@ -307,4 +308,27 @@ func (c *Client) end(cause error) {
 		s.finish(err)
 	}
 	close(c.done)
+}
+
+// Version is the QEMU version of the greeting, as go-qemu's qmp.Version.
+type Version struct {
+	Package string `json:"package"`
+	QEMU    struct {
+		Major int `json:"major"`
+		Micro int `json:"micro"`
+		Minor int `json:"minor"`
+	} `json:"qemu"`
+}
+
+// String gives "major.minor.micro", e.g. "7.2.22".
+func (v Version) String() string {
+	return fmt.Sprintf("%d.%d.%d", v.QEMU.Major, v.QEMU.Minor, v.QEMU.Micro)
+}
+
+// Command is a QMP command as go-qemu's qmp.Command: a name and its arguments.
+type Command struct {
+	// Execute is the command's name.
+	Execute string `json:"execute"`
+	// Args are its arguments, if any.
+	Args any `json:"arguments,omitempty"`
 }

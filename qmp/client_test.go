@@ -54,8 +54,8 @@ func TestDialNegotiates(t *testing.T) {
 	if first.Execute != "qmp_capabilities" || len(first.ID) == 0 || first.Arguments != nil {
 		t.Errorf("first command %+v, want qmp_capabilities with an id and no arguments", first)
 	}
-	if err := c.Connect(); err != nil {
-		t.Errorf("Connect on a live client: %v", err)
+	if err := c.Err(); err != nil {
+		t.Errorf("Err on a live client: %v", err)
 	}
 }
 
@@ -138,10 +138,6 @@ func TestErrorMapping(t *testing.T) {
 	if got, want := err.Error(), "qmp device_add: Duplicate device ID 'net1'"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
-	// Run (go-qemu's interface) gives the same error.
-	if _, err := c.Run([]byte(`{"execute":"device_add","arguments":{"id":"net1"}}`)); !errors.As(err, &qe) || qe.Command != "device_add" {
-		t.Errorf("Run: %v", err)
-	}
 }
 
 // TestRepliesMatchedByID: replies sent in the reverse order of the
@@ -215,8 +211,8 @@ func TestConnectionEnd(t *testing.T) {
 	if _, err := c.Execute(testCtx(t), "query-status", nil); !errors.Is(err, ErrClosed) {
 		t.Fatalf("later command: %v, want ErrClosed", err)
 	}
-	if err := c.Connect(); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Connect: %v", err)
+	if err := c.Err(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Err: %v", err)
 	}
 }
 
@@ -252,40 +248,5 @@ func TestSubscription(t *testing.T) {
 	defer cancel()
 	if _, err := mine.Next(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("empty subscription: %v", err)
-	}
-}
-
-// TestEventsChannel: go-qemu's Events interface: a channel of every event,
-// closed when its ctx ends.
-func TestEventsChannel(t *testing.T) {
-	f := newFakeQEMU(t, func(s *fakeSession, req fakeRequest) {
-		s.event("RESUME", nil)
-		s.reply(req, struct{}{})
-	})
-	c := dial(t, f)
-	ctx, cancel := context.WithCancel(context.Background())
-	ch, err := c.Events(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Run([]byte(`{"execute":"cont"}`)); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case ev := <-ch:
-		if ev.Event != "RESUME" {
-			t.Fatalf("event %+v", ev)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("no event")
-	}
-	cancel()
-	select {
-	case _, ok := <-ch:
-		if ok {
-			t.Fatal("an event after cancel")
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("channel not closed after cancel")
 	}
 }

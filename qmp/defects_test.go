@@ -25,17 +25,38 @@ type monitorUnderTest interface {
 	Disconnect() error
 }
 
+// clientMonitor gives a *Client go-qemu's Run and Disconnect, for these
+// tests only.
+type clientMonitor struct{ c *Client }
+
+// Run sends an encoded command and returns QEMU's whole reply object.
+func (m clientMonitor) Run(command []byte) ([]byte, error) {
+	var cmd struct {
+		Execute   string          `json:"execute"`
+		Arguments json.RawMessage `json:"arguments"`
+	}
+	if err := json.Unmarshal(command, &cmd); err != nil {
+		return nil, err
+	}
+	r := m.c.call(context.Background(), cmd.Execute, cmd.Arguments)
+	return r.raw, r.err
+}
+
+// Disconnect closes the client.
+func (m clientMonitor) Disconnect() error { return m.c.Close() }
+
 // connectMonitor dials the fake QEMU at path and negotiates capabilities.
 var connectMonitor = func(path string) (monitorUnderTest, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	return Dial(ctx, path)
+	c, err := Dial(ctx, path)
+	return clientMonitor{c}, err
 }
 
-// ignoreEvents asks m for its event stream and never reads it.
+// ignoreEvents subscribes to m's events and never reads them.
 var ignoreEvents = func(m monitorUnderTest) error {
-	_, err := m.(*Client).Events(context.Background())
-	return err
+	m.(clientMonitor).c.Subscribe("", nil)
+	return nil
 }
 
 // connect is connectMonitor that fails the test and disconnects at its end.

@@ -11,6 +11,14 @@ import (
 	"syscall"
 )
 
+// The bounds of the MTU offered to a guest (VIRTIO_NET_F_MTU) and accepted
+// back (NET_SET_MTU): the virtio-net mtu field's range, the one place the
+// daemon keeps them.
+const (
+	MinMTU = 68
+	MaxMTU = 65535
+)
+
 // Config configures a vhost-user net device. Zero values select the defaults.
 type Config struct {
 	// Queues is the number of queue pairs, 1..16 (default 1). With more than one, MQ is
@@ -44,8 +52,8 @@ func (cfg Config) withDefaults() (Config, error) {
 	switch {
 	case cfg.Queues < 1 || cfg.Queues > 16:
 		return cfg, fmt.Errorf("vhostuser: Queues %d out of 1..16", cfg.Queues)
-	case cfg.MTU != 0 && (cfg.MTU < 68 || cfg.MTU > 65535):
-		return cfg, fmt.Errorf("vhostuser: MTU %d out of 68..65535", cfg.MTU)
+	case cfg.MTU != 0 && (cfg.MTU < MinMTU || cfg.MTU > MaxMTU):
+		return cfg, fmt.Errorf("vhostuser: MTU %d out of %d..%d", cfg.MTU, MinMTU, MaxMTU)
 	case cfg.BatchSize < 1 || cfg.BatchSize > 1024:
 		return cfg, fmt.Errorf("vhostuser: BatchSize %d out of 1..1024", cfg.BatchSize)
 	}

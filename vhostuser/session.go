@@ -284,8 +284,8 @@ func (s *session) swapMem(t *memTable) {
 // netSetMTU records the MTU the front end configured for the guest.
 func (s *session) netSetMTU(m *message) ([]byte, error) {
 	mtu := m.u64()
-	if mtu < 68 || mtu > 65535 {
-		return nil, protoErr(reqNetSetMTU, "MTU %d out of 68..65535", mtu)
+	if mtu < MinMTU || mtu > MaxMTU {
+		return nil, protoErr(reqNetSetMTU, "MTU %d out of %d..%d", mtu, MinMTU, MaxMTU)
 	}
 	s.mtu.Store(int64(mtu))
 	if s.cfg.MTU != 0 && int(mtu) > s.cfg.MTU {

@@ -20,6 +20,7 @@ import (
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/frontend"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/qmp"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser"
 )
 
 const plugUsage = `Usage: l2tpv3-netdev plug --qmp unix:PATH --id ID [--mac MAC] [--name PORT] [--admin PATH]
@@ -188,8 +189,8 @@ func parsePlugArgs(args []string, out io.Writer) (plugRequest, error) {
 		return r, usagef("--vhost-user PATH or --stream unix:PATH is required (the port QEMU connects to)")
 	case r.Spec.L2TPv3 == "":
 		return r, usagef("--l2tpv3 is required (the port's pseudowire)")
-	case r.MTU != 0 && (r.MTU < 68 || r.MTU > 65535):
-		return r, usagef("--mtu %d: want 68..65535", r.MTU)
+	case r.MTU != 0 && (r.MTU < vhostuser.MinMTU || r.MTU > vhostuser.MaxMTU):
+		return r, usagef("--mtu %d: want %d..%d", r.MTU, vhostuser.MinMTU, vhostuser.MaxMTU)
 	}
 	if err := r.frontEnd(); err != nil {
 		return r, usageError{err}

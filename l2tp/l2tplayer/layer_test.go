@@ -1,4 +1,4 @@
-package l2tp
+package l2tplayer
 
 import (
 	"bytes"
@@ -10,6 +10,9 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testhex"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump/pumptest"
 )
 
 // layerCase is one session layout the layer must read: UDP or IP, cookie
@@ -39,19 +42,19 @@ func layerCases() []layerCase {
 
 // config is the case's session (session 0x10, cookie 0x1122334455667788
 // cut to its length).
-func (lc layerCase) config() Config {
-	c := Config{Src: "192.0.2.1", Dst: "192.0.2.2", SessionID: 0x10, PeerSessionID: 0x10,
+func (lc layerCase) config() l2tp.Config {
+	c := l2tp.Config{Src: "192.0.2.1", Dst: "192.0.2.2", SessionID: 0x10, PeerSessionID: 0x10,
 		CookieLen: lc.cookie, Offset: lc.offset}
 	if lc.udp {
-		c.Encap, c.SrcPort, c.DstPort = EncapUDP, 1701, 1701
+		c.Encap, c.SrcPort, c.DstPort = l2tp.EncapUDP, 1701, 1701
 	}
 	c.TxCookie = 0x1122334455667788 >> (64 - 8*lc.cookie) // shifted out for no cookie
 	c.RxCookie = c.TxCookie
 	if lc.sub != "none" {
-		c.L2Spec = L2SpecDefault
+		c.L2Spec = l2tp.L2SpecDefault
 	}
 	if lc.sub == "seq" {
-		c.Seq = SeqSend
+		c.Seq = l2tp.SeqSend
 	}
 	return c
 }
@@ -80,12 +83,12 @@ func (lc layerCase) wantHeader(i int) []byte {
 }
 
 // encapFrames encapsulates frame n times with c's Encoder.
-func encapFrames(t testing.TB, c Config, frame []byte, n int) [][]byte {
+func encapFrames(t testing.TB, c l2tp.Config, frame []byte, n int) [][]byte {
 	t.Helper()
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	e := NewEncoder(c)
+	e := l2tp.NewEncoder(c)
 	var pkts [][]byte
 	for range n {
 		buf := make([]byte, e.HeaderLen()+len(frame))
@@ -131,17 +134,17 @@ func TestLayerGolden(t *testing.T) {
 	for _, lc := range layerCases() {
 		t.Run(lc.String(), func(t *testing.T) {
 			c := lc.config()
-			if got := c.LayerDecoding(); got != (LayerDecoding{c.Encap, c.CookieLen, c.L2Spec, c.Offset}) {
+			if got := DecodingOf(c); got != (LayerDecoding{c.Encap, c.CookieLen, c.L2Spec, c.Offset}) {
 				t.Fatalf("LayerDecoding = %+v", got)
 			}
 			for i, pkt := range encapFrames(t, c, frame, 3) {
-				l := &L2TPv3{Decoding: c.LayerDecoding()}
+				l := &L2TPv3{Decoding: DecodingOf(c)}
 				if err := l.DecodeFromBytes(pkt, gopacket.NilDecodeFeedback); err != nil {
 					t.Fatalf("packet %d: %v", i, err)
 				}
 				checkLayer(t, l, lc, i, frame)
 
-				p := gopacket.NewPacket(pkt, c.LayerDecoder(), gopacket.Default)
+				p := gopacket.NewPacket(pkt, DecoderOf(c), gopacket.Default)
 				if el := p.ErrorLayer(); el != nil {
 					t.Fatalf("packet %d: %v", i, el.Error())
 				}
@@ -157,7 +160,7 @@ func TestLayerGolden(t *testing.T) {
 
 // TestLayerHandWritten decodes a few packets written out byte by byte.
 func TestLayerHandWritten(t *testing.T) {
-	frame := testFrame()
+	frame := pumptest.FrameN(0, 60)
 	tests := []struct {
 		hdr     string
 		d       LayerDecoding
@@ -166,17 +169,17 @@ func TestLayerHandWritten(t *testing.T) {
 		sub     uint32
 		seq     uint32
 	}{
-		{"0003ffff 00abcdef", LayerDecoding{Encap: EncapUDP}, 0xabcdef, "", 0, 0},
-		{"00030000 00000020 cafef00d 40123456", LayerDecoding{EncapUDP, 4, L2SpecDefault, 0}, 0x20, "cafef00d", 0x40123456, 0x123456},
-		{"ffffffff 0102030405060708 00000007 aaaa", LayerDecoding{EncapIP, 8, L2SpecDefault, 2}, 0xffffffff, "0102030405060708", 7, 7},
+		{"0003ffff 00abcdef", LayerDecoding{Encap: l2tp.EncapUDP}, 0xabcdef, "", 0, 0},
+		{"00030000 00000020 cafef00d 40123456", LayerDecoding{l2tp.EncapUDP, 4, l2tp.L2SpecDefault, 0}, 0x20, "cafef00d", 0x40123456, 0x123456},
+		{"ffffffff 0102030405060708 00000007 aaaa", LayerDecoding{l2tp.EncapIP, 8, l2tp.L2SpecDefault, 2}, 0xffffffff, "0102030405060708", 7, 7},
 	}
 	for _, tt := range tests {
 		l := &L2TPv3{Decoding: tt.d}
-		pkt := append(unhex(t, tt.hdr), frame...)
+		pkt := append(testhex.Decode(t, tt.hdr), frame...)
 		if err := l.DecodeFromBytes(pkt, nil); err != nil {
 			t.Fatalf("%s: %v", tt.hdr, err)
 		}
-		if l.SessionID != tt.session || !bytes.Equal(l.Cookie, unhex(t, tt.cookie)) || l.Sublayer != tt.sub ||
+		if l.SessionID != tt.session || !bytes.Equal(l.Cookie, testhex.Decode(t, tt.cookie)) || l.Sublayer != tt.sub ||
 			l.Seq != tt.seq || l.SBit != (tt.sub&0x40000000 != 0) || !bytes.Equal(l.Payload, frame) {
 			t.Errorf("%s: %+v", tt.hdr, l)
 		}
@@ -186,14 +189,14 @@ func TestLayerHandWritten(t *testing.T) {
 // TestLayerControl decodes control messages over UDP (T bit) and over IP
 // (session 0): control, no Ethernet decoded, AVPs as payload.
 func TestLayerControl(t *testing.T) {
-	ctl := unhex(t, "c8030014 0000abcd 0001 0002 80080000000000060001") // SCCRQ-like, one AVP
+	ctl := testhex.Decode(t, "c8030014 0000abcd 0001 0002 80080000000000060001") // SCCRQ-like, one AVP
 	tests := []struct {
 		name string
 		d    LayerDecoding
 		pkt  []byte
 	}{
-		{"udp", LayerDecoding{Encap: EncapUDP, CookieLen: 8, L2Spec: L2SpecDefault}, ctl},
-		{"ip", LayerDecoding{Encap: EncapIP, CookieLen: 4}, append([]byte{0, 0, 0, 0}, ctl...)},
+		{"udp", LayerDecoding{Encap: l2tp.EncapUDP, CookieLen: 8, L2Spec: l2tp.L2SpecDefault}, ctl},
+		{"ip", LayerDecoding{Encap: l2tp.EncapIP, CookieLen: 4}, append([]byte{0, 0, 0, 0}, ctl...)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -215,7 +218,7 @@ func TestLayerControl(t *testing.T) {
 // TestLayerErrors checks that short packets, wrong versions and invalid
 // decodings are errors (never panics), with the right sentinel.
 func TestLayerErrors(t *testing.T) {
-	udp := LayerDecoding{Encap: EncapUDP, CookieLen: 8, L2Spec: L2SpecDefault, Offset: 3}
+	udp := LayerDecoding{Encap: l2tp.EncapUDP, CookieLen: 8, L2Spec: l2tp.L2SpecDefault, Offset: 3}
 	tests := []struct {
 		name string
 		d    LayerDecoding
@@ -239,10 +242,10 @@ func TestLayerErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			l := &L2TPv3{Decoding: tt.d}
-			if err := l.DecodeFromBytes(unhex(t, tt.pkt), gopacket.NilDecodeFeedback); !errors.Is(err, tt.want) {
+			if err := l.DecodeFromBytes(testhex.Decode(t, tt.pkt), gopacket.NilDecodeFeedback); !errors.Is(err, tt.want) {
 				t.Fatalf("err = %v, want %v", err, tt.want)
 			}
-			p := gopacket.NewPacket(unhex(t, tt.pkt), tt.d, gopacket.Default)
+			p := gopacket.NewPacket(testhex.Decode(t, tt.pkt), tt.d, gopacket.Default)
 			if len(tt.pkt) > 0 && p.ErrorLayer() == nil {
 				t.Fatalf("NewPacket: no error layer in %v", p.Layers())
 			}
@@ -255,10 +258,10 @@ func TestLayerErrors(t *testing.T) {
 func TestLayerTruncated(t *testing.T) {
 	for _, lc := range layerCases() {
 		c := lc.config()
-		pkt := encapFrames(t, c, testFrame(), 1)[0]
+		pkt := encapFrames(t, c, pumptest.FrameN(0, 60), 1)[0]
 		for n := range c.HeaderLen() {
-			p := gopacket.NewPacket(pkt[:n], c.LayerDecoder(), gopacket.Default)
-			l := &L2TPv3{Decoding: c.LayerDecoding()}
+			p := gopacket.NewPacket(pkt[:n], DecoderOf(c), gopacket.Default)
+			l := &L2TPv3{Decoding: DecodingOf(c)}
 			err := l.DecodeFromBytes(pkt[:n], gopacket.NilDecodeFeedback)
 			if !errors.Is(err, ErrLayerTruncated) || (n > 0 && !p.Metadata().Truncated) {
 				t.Fatalf("%v cut to %d: err %v, truncated %v", lc, n, err, p.Metadata().Truncated)
@@ -317,7 +320,7 @@ func TestLayerFullPacket(t *testing.T) {
 	for _, lc := range tunnelCases() {
 		t.Run(lc.String(), func(t *testing.T) {
 			c := lc.config()
-			if err := c.RegisterLayers(); err != nil {
+			if err := Register(c); err != nil {
 				t.Fatal(err)
 			}
 			frame := innerFrame(t)
@@ -351,7 +354,7 @@ func TestLayerFullPacket(t *testing.T) {
 
 // tunnelParser is a DecodingLayerParser for a whole captured datagram of
 // c's tunnel, and the L2TPv3 layer it fills.
-func tunnelParser(c Config) (*gopacket.DecodingLayerParser, *L2TPv3, *layers.ICMPv4) {
+func tunnelParser(c l2tp.Config) (*gopacket.DecodingLayerParser, *L2TPv3, *layers.ICMPv4) {
 	var (
 		ip4  layers.IPv4
 		ip6  layers.IPv6
@@ -360,9 +363,9 @@ func tunnelParser(c Config) (*gopacket.DecodingLayerParser, *L2TPv3, *layers.ICM
 		icmp layers.ICMPv4
 		pay  gopacket.Payload
 	)
-	l2 := &L2TPv3{Decoding: c.LayerDecoding()}
+	l2 := &L2TPv3{Decoding: DecodingOf(c)}
 	first := layers.LayerTypeIPv4
-	if c.Encap == EncapIP {
+	if c.Encap == l2tp.EncapIP {
 		first = layers.LayerTypeIPv6
 	}
 	return gopacket.NewDecodingLayerParser(first, &ip4, &ip6, &udp, l2, &eth, &icmp, &pay), l2, &icmp
@@ -374,7 +377,7 @@ func TestLayerParser(t *testing.T) {
 	for _, lc := range tunnelCases() {
 		t.Run(lc.String(), func(t *testing.T) {
 			c := lc.config()
-			if err := c.RegisterLayers(); err != nil {
+			if err := Register(c); err != nil {
 				t.Fatal(err)
 			}
 			frame := innerFrame(t)
@@ -408,14 +411,14 @@ func TestLayerParser(t *testing.T) {
 // TestLayerRegistration checks the refusals, the routing types and the
 // unconfigured LayerTypeL2TPv3.
 func TestLayerRegistration(t *testing.T) {
-	udp, ip := LayerDecoding{Encap: EncapUDP, CookieLen: 4}, LayerDecoding{CookieLen: 4}
+	udp, ip := LayerDecoding{Encap: l2tp.EncapUDP, CookieLen: 4}, LayerDecoding{CookieLen: 4}
 	if err := RegisterUDPPort(1, ip); !errors.Is(err, ErrLayerDecoding) {
 		t.Errorf("RegisterUDPPort(IP decoding) = %v", err)
 	}
 	if err := RegisterIPProtocol(udp); !errors.Is(err, ErrLayerDecoding) {
 		t.Errorf("RegisterIPProtocol(UDP decoding) = %v", err)
 	}
-	if err := RegisterUDPPort(1, LayerDecoding{Encap: EncapUDP, CookieLen: 2}); !errors.Is(err, ErrLayerDecoding) {
+	if err := RegisterUDPPort(1, LayerDecoding{Encap: l2tp.EncapUDP, CookieLen: 2}); !errors.Is(err, ErrLayerDecoding) {
 		t.Errorf("RegisterUDPPort(cookie 2) = %v", err)
 	}
 	if udp.LayerType() != udp.LayerType() || udp.LayerType() == ip.LayerType() || !IsL2TPv3(udp.LayerType()) ||
@@ -425,7 +428,7 @@ func TestLayerRegistration(t *testing.T) {
 	if s := udp.LayerType().String(); s != "L2TPv3(udp,cookie=4,l2spec=none,offset=0)" {
 		t.Errorf("routing type name %q", s)
 	}
-	p := gopacket.NewPacket(unhex(t, "00000010 00000000"), LayerTypeL2TPv3, gopacket.Default)
+	p := gopacket.NewPacket(testhex.Decode(t, "00000010 00000000"), LayerTypeL2TPv3, gopacket.Default)
 	if p.ErrorLayer() == nil || !errors.Is(p.ErrorLayer().Error(), ErrLayerDecoding) {
 		t.Errorf("LayerTypeL2TPv3 alone decoded: %v", p.Layers())
 	}
@@ -435,9 +438,9 @@ func TestLayerRegistration(t *testing.T) {
 func layerFuzzDecodings() []LayerDecoding {
 	var ds []LayerDecoding
 	for _, lc := range layerCases() {
-		ds = append(ds, lc.config().LayerDecoding())
+		ds = append(ds, DecodingOf(lc.config()))
 	}
-	return append(ds, LayerDecoding{Encap: EncapUDP, CookieLen: 8, L2Spec: L2SpecDefault, Offset: maxOffset},
+	return append(ds, LayerDecoding{Encap: l2tp.EncapUDP, CookieLen: 8, L2Spec: l2tp.L2SpecDefault, Offset: l2tp.MaxOffset},
 		LayerDecoding{CookieLen: 3})
 }
 
@@ -450,8 +453,8 @@ func FuzzLayer(f *testing.F) {
 		f.Add(uint8(i), pkt)
 		f.Add(uint8(i), pkt[:len(pkt)/3])
 	}
-	f.Add(uint8(0), unhex(f, "c8030014 0000abcd 0001 0002"))
-	f.Add(uint8(1), unhex(f, "00000000 c8030014 0000abcd 0001 0002"))
+	f.Add(uint8(0), testhex.Decode(f, "c8030014 0000abcd 0001 0002"))
+	f.Add(uint8(1), testhex.Decode(f, "00000000 c8030014 0000abcd 0001 0002"))
 	f.Fuzz(func(t *testing.T, which uint8, pkt []byte) {
 		d := ds[int(which)%len(ds)]
 		l := &L2TPv3{Decoding: d}
@@ -470,7 +473,7 @@ func FuzzLayer(f *testing.F) {
 // datagram with a DecodingLayerParser.
 func BenchmarkLayerParser(b *testing.B) {
 	c := tunnelCases()[0].config()
-	if err := c.RegisterLayers(); err != nil {
+	if err := Register(c); err != nil {
 		b.Fatal(err)
 	}
 	pkt := outerPacket(b, true, encapFrames(b, c, innerFrame(b), 1)[0])

@@ -1,20 +1,19 @@
-package l2tp
-
-// A gopacket layer for L2TPv3, to read captures of a tunnel.
+// Package l2tplayer is a gopacket layer for L2TPv3, to read captures of a
+// tunnel in tests and tools; the data plane (package l2tp) does not use it.
 //
 // The data header is not self-describing: the cookie length, the sublayer and
 // QEMU's offset are per-session configuration. So a LayerDecoding (from a
 // Config, or filled by hand) says how to read it, and gopacket is told which
 // datagrams carry it:
 //
-//	d := cfg.LayerDecoding()           // or LayerDecoding{Encap: EncapUDP, CookieLen: 4, ...}
-//	_ = l2tp.RegisterUDPPort(1701, d)   // UDP port 1701 → L2TPv3 → layers.LayerTypeEthernet
-//	_ = l2tp.RegisterIPProtocol(d2)     // IPv4/IPv6 protocol 115 → L2TPv3 (d2.Encap == EncapIP)
+//	d := l2tplayer.DecodingOf(cfg)         // or LayerDecoding{Encap: l2tp.EncapUDP, CookieLen: 4, ...}
+//	_ = l2tplayer.RegisterUDPPort(1701, d) // UDP port 1701 → L2TPv3 → layers.LayerTypeEthernet
+//	_ = l2tplayer.RegisterIPProtocol(d2)   // IPv4/IPv6 protocol 115 → L2TPv3 (d2.Encap == l2tp.EncapIP)
 //	pkt := gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.Default)
-//	if l, ok := pkt.Layer(l2tp.LayerTypeL2TPv3).(*l2tp.L2TPv3); ok { … l.SessionID, l.Cookie … }
+//	if l, ok := pkt.Layer(l2tplayer.LayerTypeL2TPv3).(*l2tplayer.L2TPv3); ok { … l.SessionID, l.Cookie … }
 //
 // or decode an L2TPv3 packet (a UDP payload, or the IP payload over IP)
-// directly with gopacket.NewPacket(b, d, gopacket.Default). cfg.RegisterLayers
+// directly with gopacket.NewPacket(b, d, gopacket.Default). Register(cfg)
 // does the registration a capture of cfg's own tunnel needs.
 //
 // gopacket routes by layer type and a layer type has one decoder, so each
@@ -23,6 +22,7 @@ package l2tp
 // a gopacket.DecodingLayerParser, the decoded list shows the routing type
 // (use IsL2TPv3 to recognise it). Registration writes gopacket's global
 // tables: do it at start-up, before packets are decoded concurrently.
+package l2tplayer
 
 import (
 	"encoding/binary"
@@ -32,6 +32,14 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
+)
+
+// The RFC 4719 default sublayer, read here independently of package l2tp's
+// encoder (a capture reader that shared its constants would share its bugs).
+const (
+	seqS    = 0x40000000 // the S (sequenced) bit
+	seqMask = 0xffffff   // the 24-bit sequence number
 )
 
 // layerTypeNum is LayerTypeL2TPv3's number, in gopacket's fast range for
@@ -76,31 +84,31 @@ var (
 type LayerDecoding struct {
 	// Encap: over UDP a 4-byte flags word (T bit: control) precedes the
 	// session ID; over IP session 0 marks a control message.
-	Encap Encap
+	Encap l2tp.Encap
 	// CookieLen is 0, 4 or 8 bytes.
 	CookieLen int
-	// L2Spec is L2SpecDefault for the 4-byte RFC 4719 sublayer.
-	L2Spec L2SpecType
+	// L2Spec is l2tp.L2SpecDefault for the 4-byte RFC 4719 sublayer.
+	L2Spec l2tp.L2SpecType
 	// Offset is QEMU's padding after the header, 0..256 bytes.
 	Offset int
 }
 
-// LayerDecoding is how packets of c's session are read (the same layout in
+// DecodingOf is how packets of c's session are read (the same layout in
 // both directions, so captures of either way decode with it).
-func (c Config) LayerDecoding() LayerDecoding {
+func DecodingOf(c l2tp.Config) LayerDecoding {
 	return LayerDecoding{Encap: c.Encap, CookieLen: c.CookieLen, L2Spec: c.L2Spec, Offset: c.Offset}
 }
 
-// LayerDecoder is c.LayerDecoding() as a gopacket.Decoder, to decode one
-// L2TPv3 packet (a UDP payload, or an IP payload over IP) with NewPacket.
-func (c Config) LayerDecoder() gopacket.Decoder { return c.LayerDecoding() }
+// DecoderOf is DecodingOf(c) as a gopacket.Decoder, to decode one L2TPv3
+// packet (a UDP payload, or an IP payload over IP) with NewPacket.
+func DecoderOf(c l2tp.Config) gopacket.Decoder { return DecodingOf(c) }
 
-// RegisterLayers makes gopacket decode the datagrams of c's tunnel found in
+// Register makes gopacket decode the datagrams of c's tunnel found in
 // a capture: UDP SrcPort and DstPort, or IP protocol 115. Not safe to call
 // while packets are being decoded (it writes gopacket's global tables).
-func (c Config) RegisterLayers() error {
-	d := c.LayerDecoding()
-	if c.Encap == EncapIP {
+func Register(c l2tp.Config) error {
+	d := DecodingOf(c)
+	if c.Encap == l2tp.EncapIP {
 		return RegisterIPProtocol(d)
 	}
 	if err := RegisterUDPPort(c.SrcPort, d); err != nil {
@@ -113,14 +121,14 @@ func (c Config) RegisterLayers() error {
 // outside its idea of the header.
 func (d LayerDecoding) Validate() error {
 	switch {
-	case d.Encap > EncapUDP:
+	case d.Encap > l2tp.EncapUDP:
 		return fmt.Errorf("%w: encapsulation %d", ErrLayerDecoding, d.Encap)
 	case d.CookieLen != 0 && d.CookieLen != 4 && d.CookieLen != 8:
 		return fmt.Errorf("%w: cookie length %d (0, 4 or 8)", ErrLayerDecoding, d.CookieLen)
-	case d.L2Spec > L2SpecDefault:
+	case d.L2Spec > l2tp.L2SpecDefault:
 		return fmt.Errorf("%w: l2spec type %d", ErrLayerDecoding, d.L2Spec)
-	case d.Offset < 0 || d.Offset > maxOffset:
-		return fmt.Errorf("%w: offset %d (0..%d)", ErrLayerDecoding, d.Offset, maxOffset)
+	case d.Offset < 0 || d.Offset > l2tp.MaxOffset:
+		return fmt.Errorf("%w: offset %d (0..%d)", ErrLayerDecoding, d.Offset, l2tp.MaxOffset)
 	}
 	return nil
 }
@@ -176,7 +184,7 @@ func (d LayerDecoding) LayerType() gopacket.LayerType {
 // index numbers a valid decoding densely, so its routing type is the same
 // in every process.
 func (d LayerDecoding) index() int {
-	return ((int(d.Encap)*3+d.CookieLen/4)*2+int(d.L2Spec))*(maxOffset+1) + d.Offset
+	return ((int(d.Encap)*3+d.CookieLen/4)*2+int(d.L2Spec))*(l2tp.MaxOffset+1) + d.Offset
 }
 
 // IsL2TPv3 reports whether t is LayerTypeL2TPv3 or a LayerDecoding's
@@ -186,7 +194,7 @@ func IsL2TPv3(t gopacket.LayerType) bool {
 		return true
 	}
 	n := int64(t) - routeTypeBase
-	return n >= 0 && n < 2*3*2*(maxOffset+1)
+	return n >= 0 && n < 2*3*2*(l2tp.MaxOffset+1)
 }
 
 // RegisterUDPPort makes gopacket's UDP layer hand datagrams from or to port
@@ -196,7 +204,7 @@ func RegisterUDPPort(port uint16, d LayerDecoding) error {
 	if err := d.Validate(); err != nil {
 		return err
 	}
-	if d.Encap != EncapUDP {
+	if d.Encap != l2tp.EncapUDP {
 		return fmt.Errorf("%w: UDP port %d registered with encapsulation %s", ErrLayerDecoding, port, d.Encap)
 	}
 	layers.RegisterUDPPortLayerType(layers.UDPPort(port), d.LayerType())
@@ -210,7 +218,7 @@ func RegisterIPProtocol(d LayerDecoding) error {
 	if err := d.Validate(); err != nil {
 		return err
 	}
-	if d.Encap != EncapIP {
+	if d.Encap != l2tp.EncapIP {
 		return fmt.Errorf("%w: IP protocol 115 registered with encapsulation %s", ErrLayerDecoding, d.Encap)
 	}
 	layers.IPProtocolMetadata[ipProtoL2TPv3] = layers.EnumMetadata{DecodeWith: d, Name: "L2TPv3", LayerType: d.LayerType()}
@@ -286,7 +294,7 @@ func (l *L2TPv3) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) error 
 	}
 	*l = L2TPv3{Decoding: d}
 	rest := data
-	if d.Encap == EncapUDP {
+	if d.Encap == l2tp.EncapUDP {
 		if len(rest) < 4 {
 			return truncated(df, "UDP flags word", 4, len(data))
 		}
@@ -302,7 +310,7 @@ func (l *L2TPv3) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) error 
 		return truncated(df, "session ID", len(data)-len(rest)+4, len(data))
 	}
 	l.SessionID = binary.BigEndian.Uint32(rest)
-	if d.Encap == EncapIP && l.SessionID == 0 {
+	if d.Encap == l2tp.EncapIP && l.SessionID == 0 {
 		return l.decodeControl(data, 4, df)
 	}
 	return l.decodeData(data, len(data)-len(rest)+4, df)
@@ -313,7 +321,7 @@ func (l *L2TPv3) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) error 
 func (l *L2TPv3) decodeData(data []byte, at int, df gopacket.DecodeFeedback) error {
 	d := l.Decoding
 	hl := at + d.CookieLen + d.Offset
-	if d.L2Spec == L2SpecDefault {
+	if d.L2Spec == l2tp.L2SpecDefault {
 		hl += 4
 	}
 	if len(data) < hl {
@@ -322,7 +330,7 @@ func (l *L2TPv3) decodeData(data []byte, at int, df gopacket.DecodeFeedback) err
 	if d.CookieLen > 0 {
 		l.Cookie = data[at : at+d.CookieLen : at+d.CookieLen]
 	}
-	if d.L2Spec == L2SpecDefault {
+	if d.L2Spec == l2tp.L2SpecDefault {
 		l.HasSublayer = true
 		l.Sublayer = binary.BigEndian.Uint32(data[at+d.CookieLen:])
 		l.SBit = l.Sublayer&seqS != 0
