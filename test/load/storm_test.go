@@ -37,7 +37,8 @@ func run(t testing.TB, name string, args ...string) string {
 	return string(out)
 }
 
-// newSlowLink builds the namespace, the veth pair with 10.x.y.1/30 and .2,
+// newSlowLink builds the namespace, the veth pair with 203.0.113.y+1/30 and
+// y+2 (a documentation prefix: a block drawn at random, as tests may run at once),
 // and a tbf qdisc of rate (large enough a queue limit never to drop what a
 // socket's send buffer holds); all removed at cleanup.
 func newSlowLink(t *testing.T, rate string) *slowLink {
@@ -51,8 +52,8 @@ func newSlowLink(t *testing.T, rate string) *slowLink {
 	}
 	id := rand.IntN(1 << 16)
 	l := &slowLink{ns: fmt.Sprintf("l2tstorm%d", id), dev: fmt.Sprintf("l2tsa%d", id), rate: rate}
-	x, y := 10+rand.IntN(200), rand.IntN(64)*4
-	l.local, l.peer = fmt.Sprintf("10.%d.%d.%d", x, 250, y+1), fmt.Sprintf("10.%d.%d.%d", x, 250, y+2)
+	y := rand.IntN(64) * 4
+	l.local, l.peer = fmt.Sprintf("203.0.113.%d", y+1), fmt.Sprintf("203.0.113.%d", y+2)
 	peerDev := fmt.Sprintf("l2tsb%d", id)
 	run(t, "ip", "netns", "add", l.ns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", l.ns).Run() })
