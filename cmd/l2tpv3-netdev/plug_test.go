@@ -20,6 +20,7 @@ import (
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/admin"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/plug"
 )
 
 // fakeQMP is a QEMU monitor on a unix socket: it greets, keeps QEMU 7.2's
@@ -232,9 +233,9 @@ func newPlugRig(t *testing.T) *plugRig {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	r := &plugRig{t: t, dir: dir, admin: filepath.Join(dir, "admin.sock")}
-	wait := connectWait
-	connectWait = 200 * time.Millisecond // a fake QEMU starts no vhost-user queue pair
-	t.Cleanup(func() { connectWait = wait })
+	wait := plug.ConnectWait
+	plug.ConnectWait = 200 * time.Millisecond // a fake QEMU starts no vhost-user queue pair
+	t.Cleanup(func() { plug.ConnectWait = wait })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ports := backend.NewPorts(log)
 	srv := admin.NewServer(ports, log, nil)
@@ -268,7 +269,7 @@ func (r *plugRig) plug(args ...string) (string, error) {
 		r.t.Fatalf("plug %v: %v", args, err)
 	}
 	var out bytes.Buffer
-	err = plug(context.Background(), req, &out)
+	err = plug.Plug(context.Background(), req, &out)
 	return out.String(), err
 }
 
@@ -281,7 +282,7 @@ func (r *plugRig) unplug(args ...string) (string, error) {
 		r.t.Fatalf("unplug %v: %v", args, err)
 	}
 	var out bytes.Buffer
-	err = unplug(context.Background(), req, &out)
+	err = plug.Unplug(context.Background(), req, &out)
 	return out.String(), err
 }
 
@@ -565,7 +566,7 @@ func TestPlugQEMUUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = plug(context.Background(), req, io.Discard)
+	err = plug.Plug(context.Background(), req, io.Discard)
 	if err == nil || !strings.HasPrefix(err.Error(), "--qmp unix:"+r.sock("none.sock")+": ") {
 		t.Fatalf("err = %v", err)
 	}
