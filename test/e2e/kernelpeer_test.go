@@ -60,33 +60,28 @@ func TestKernelPeerNative(t *testing.T) {
 }
 
 // TestSidecarWithKernelPeer: VM A on the sidecar pings a Linux kernel
-// l2tp_eth end (inside a guest, reached through QEMU user networking),
-// plain and with 64-bit cookies, the default sublayer and sequencing.
+// l2tp_eth end (inside a guest, reached through QEMU user networking) set
+// up with the commands l2tp.Config.LinuxPeerCommands prints for the
+// sidecar's options: plain and with 64-bit cookies and sequencing.
 func TestSidecarWithKernelPeer(t *testing.T) {
 	guest.Require(t)
 	cases := []struct {
 		name    string
-		kernel  guest.KernelPeerOptions
 		sidecar string // --l2tpv3 options besides addresses and ports
 	}{
-		{"plain", guest.KernelPeerOptions{SessionID: 2, PeerSessionID: 1},
-			"txsession=2,rxsession=1"},
-		{"cookie64+seq", guest.KernelPeerOptions{SessionID: 0x20000, PeerSessionID: 9,
-			Cookie: "0a0b0c0d0e0f1011", PeerCookie: "5566778899aabbcc", L2SpecType: "default",
-			SessionArgs: []string{"seq", "both"}},
-			"txsession=0x20000,rxsession=9,cookie64=on,txcookie=0x5566778899aabbcc,rxcookie=0x0a0b0c0d0e0f1011,seq=both"},
+		{"plain", "txsession=2,rxsession=1"},
+		{"cookie64+seq", "txsession=0x20000,rxsession=9,cookie64=on,txcookie=0x5566778899aabbcc,rxcookie=0x0a0b0c0d0e0f1011,seq=both"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			srcPort := guest.FreeUDPPort()
-			ko := tc.kernel
-			ko.PeerPort = srcPort
-			k := guest.StartKernelPeer(t, ko)
+			srcPort, hostPort := guest.FreeUDPPort(), guest.FreeUDPPort()
+			opts := fmt.Sprintf("src=127.0.0.1,srcport=%d,dst=127.0.0.1,dstport=%d,udp=on,%s", srcPort, hostPort, tc.sidecar)
+			k := guest.StartKernelPeer(t, guest.KernelPeerOptions{HostPort: hostPort, PeerPort: srcPort,
+				Commands: linuxPeerCommands(t, opts)})
 			sock := filepath.Join(guest.SocketDir(t), "a.sock")
 			a := guest.Start(t, guest.Options{Name: "vmA", IPs: []string{"169.254.100.1/24"},
 				Args: append(qemuStreamServer("n0", sock), guest.NIC("n0", 1)...)})
-			sc := startSidecar(t, "--stream", "unix:"+sock+",server=off,reconnect-ms=100", "--l2tpv3",
-				fmt.Sprintf("src=127.0.0.1,srcport=%d,dst=127.0.0.1,dstport=%d,udp=on,%s", srcPort, k.HostPort, tc.sidecar))
+			sc := startSidecar(t, "--stream", "unix:"+sock+",server=off,reconnect-ms=100", "--l2tpv3", opts)
 			k.MustWaitReady(bootTimeout)
 			a.MustWaitReady(bootTimeout)
 			if err := a.Ping("169.254.100.2", 3, pingTimeout); err != nil {

@@ -34,8 +34,7 @@ func kernelPeerSeq(t *testing.T, seq string) {
 		srcPort, hostPort, seq)
 	cmds := kernelCommands(t, opts)
 	t.Logf("kernel peer: %q", cmds)
-	k := guest.StartKernelPeer(t, guest.KernelPeerOptions{HostPort: hostPort, PeerPort: srcPort,
-		SessionID: 0x31, PeerSessionID: 0x32, Commands: cmds})
+	k := guest.StartKernelPeer(t, guest.KernelPeerOptions{HostPort: hostPort, PeerPort: srcPort, Commands: cmds})
 	sock := filepath.Join(guest.SocketDir(t), "a.sock")
 	a := guest.Start(t, guest.Options{Name: "vmA", IPs: []string{"169.254.100.1/24"},
 		Args: append(qemuStreamServer("n0", sock), guest.NIC("n0", 1)...)})
@@ -77,34 +76,52 @@ func kernelPeerSeq(t *testing.T, seq string) {
 }
 
 // kernelCommands renders the kernel peer's commands for the sidecar's
-// options, as seen from inside the peer's guest: its address and port are
-// the guest's, and our packets reach it from the slirp gateway. For seq=recv
-// the mapping must refuse; the peer then gets what it printed before the
-// refusal: seq send.
+// options (linuxPeerCommands). For seq=recv the mapping must refuse; the
+// peer then gets what it printed before the refusal: seq send.
 func kernelCommands(t *testing.T, opts string) []string {
 	t.Helper()
 	c, err := l2tp.ParseOptions(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Src, c.Dst, c.DstPort = guest.KernelPeerGateway, guest.KernelPeerAddr, guest.KernelPeerUDPPort
-	cmds, err := c.LinuxPeerCommands("l2tpeth0", 1)
 	if c.Seq != l2tp.SeqRecv {
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cmds
+		return linuxPeerCommands(t, opts)
 	}
+	cmds, err := slirpView(c).LinuxPeerCommands("l2tpeth0", 1)
 	if !errors.Is(err, l2tp.ErrSeqRecvLinux) {
 		t.Fatalf("seq=recv: LinuxPeerCommands = %q, %v; want ErrSeqRecvLinux", cmds, err)
 	}
 	t.Logf("LinuxPeerCommands refuses: %v", err)
 	c.Seq = l2tp.SeqNone
-	if cmds, err = c.LinuxPeerCommands("l2tpeth0", 1); err != nil {
+	cmds, err = slirpView(c).LinuxPeerCommands("l2tpeth0", 1)
+	if err != nil {
 		t.Fatal(err)
 	}
 	cmds[1] += " seq send"
 	return cmds
+}
+
+// linuxPeerCommands is what l2tp.Config.LinuxPeerCommands (the production
+// mapping) prints for a kernel peer guest facing the sidecar's options.
+func linuxPeerCommands(t *testing.T, opts string) []string {
+	t.Helper()
+	c, err := l2tp.ParseOptions(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := slirpView(c).LinuxPeerCommands("l2tpeth0", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmds
+}
+
+// slirpView is the sidecar's config as the kernel peer guest sees it: its
+// own address and port are the guest's, and our packets reach it from the
+// slirp gateway.
+func slirpView(c l2tp.Config) l2tp.Config {
+	c.Src, c.Dst, c.DstPort = guest.KernelPeerGateway, guest.KernelPeerAddr, guest.KernelPeerUDPPort
+	return c
 }
 
 // sequenceDrops reads the sidecar's sequence drop count from its counters line.

@@ -160,12 +160,11 @@ func waitToVM(t *testing.T, sc *sidecar, timeout time.Duration) time.Time {
 // RFC 4719 sequencing both ways, at the MTU the sidecar offers.
 func TestVhostUserWithKernelPeer(t *testing.T) {
 	guest.Require(t)
-	srcPort := guest.FreeUDPPort()
-	k := guest.StartKernelPeer(t, guest.KernelPeerOptions{PeerPort: srcPort, SessionID: 0x30000, PeerSessionID: 11,
-		Cookie: "0102030405060708", PeerCookie: "a1a2a3a4a5a6a7a8", L2SpecType: "default",
-		SessionArgs: []string{"seq", "both"}})
+	srcPort, hostPort := guest.FreeUDPPort(), guest.FreeUDPPort()
 	opts := fmt.Sprintf("src=127.0.0.1,srcport=%d,dst=127.0.0.1,dstport=%d,udp=on,txsession=0x30000,rxsession=11,"+
-		"cookie64=on,txcookie=0xa1a2a3a4a5a6a7a8,rxcookie=0x0102030405060708,seq=both,underlay-mtu=1500", srcPort, k.HostPort)
+		"cookie64=on,txcookie=0xa1a2a3a4a5a6a7a8,rxcookie=0x0102030405060708,seq=both,underlay-mtu=1500", srcPort, hostPort)
+	k := guest.StartKernelPeer(t, guest.KernelPeerOptions{HostPort: hostPort, PeerPort: srcPort,
+		Commands: linuxPeerCommands(t, opts)})
 	mtu := offeredMTU(t, opts)
 	sock := filepath.Join(guest.SocketDir(t), "vu.sock")
 	sc := startSidecar(t, "--vhost-user", sock, "--l2tpv3", opts)

@@ -29,7 +29,7 @@ type KernelPeerOptions struct {
 	// the host's source port), so packets from any other port are dropped.
 	PeerPort int
 	// SessionID is the session the peer receives; PeerSessionID the one it
-	// sends. Both required (QEMU: rxsession of the other end =
+	// sends. Both required without Commands (QEMU: rxsession of the other end =
 	// PeerSessionID, txsession = SessionID).
 	SessionID, PeerSessionID uint32
 	// TunnelID and PeerTunnelID default to 1 (they are not on the wire).
@@ -80,8 +80,8 @@ func StartKernelPeer(t testing.TB, opts KernelPeerOptions) *KernelPeer {
 	if opts.HostPort == 0 {
 		opts.HostPort = FreeUDPPort()
 	}
-	if opts.PeerPort == 0 || opts.SessionID == 0 || opts.PeerSessionID == 0 {
-		t.Fatal("guest.StartKernelPeer: PeerPort, SessionID and PeerSessionID are required")
+	if opts.PeerPort == 0 || len(opts.Commands) == 0 && (opts.SessionID == 0 || opts.PeerSessionID == 0) {
+		t.Fatal("guest.StartKernelPeer: PeerPort, and SessionID and PeerSessionID or Commands, are required")
 	}
 	if opts.TunnelID == 0 {
 		opts.TunnelID = 1
