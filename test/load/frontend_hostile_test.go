@@ -228,8 +228,8 @@ func (b *goodPort) move(t *testing.T, n uint64) {
 // RX ring or a kick pipe at EOF cost a whole core); GET_VRING_BASE on the hostile ring
 // (sent while the front end is at it, for the one that keeps the daemon busy) is answered
 // within 5 ms beyond what a GET_FEATURES just before takes (a shared 2-core machine's
-// noise); port B then carries 20,000 frames each way, none lost; once A's front end is
-// gone the daemon's fds and goroutines are back where they were.
+// noise); port B, meanwhile, carries 20,000 frames each way, none lost; once A's front end
+// is gone the daemon's fds and goroutines are back where they were.
 func TestHostileFrontEnds(t *testing.T) {
 	window := 2 * time.Second
 	if soak() {
@@ -304,7 +304,7 @@ func TestHostileFrontEnds(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			h := dialHostile(t, aSock, c.num)
 			c.start(t, h, aPeer)
-			time.Sleep(time.Second) // the hostile state settles (the chains keep coming)
+			b.move(t, 20000) // port B carries traffic while A's front end is at it
 			stop := func() (took, ref time.Duration) {
 				return controlRoundTrip(t, h, func() error { _, err := h.fe.GetVringBase(h.victim); return err })
 			}
@@ -321,7 +321,6 @@ func TestHostileFrontEnds(t *testing.T) {
 			if stopLat == 0 {
 				stopLat, ref = stop()
 			}
-			b.move(t, 20000)
 			h.close()
 			var fds int
 			var gr float64
