@@ -26,8 +26,10 @@ const optionHelp = `L2TPv3 option string (QEMU's -netdev l2tpv3 keys, comma-sepa
   l2spec=default|none  RFC 4719 sublayer (kernel l2spec_type)
                     default: none, or default with counter/pincounter/seq
   seq=none|send|recv|both  RFC 4719 sequence numbers (kernel seq): send writes S|ns;
-                    recv drops packets without S, old and replayed ones, and resyncs
-                    after more than 4 consecutive in-order old ones (peer restart)
+                    recv drops packets without S, old, replayed and far-ahead ones (a
+                    gap under 65536 is counted lost), and resyncs on the 6th in order
+                    (peer restart). recv cannot work with Linux, which stops numbering
+                    once it hears unnumbered frames: use both there (warned at start)
                                                                       default none
   pinpeer=on|off    drop packets whose source address (and UDP port) is not dst
                     default on for a literal dst, off for a host name
