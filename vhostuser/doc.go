@@ -9,9 +9,11 @@
 // path: batched, allocation-free, parked in Go's netpoller on the kick eventfds.
 //
 // The guest is not trusted. Every address it publishes is bounds-checked against the
-// memory table before it is touched; descriptor chains are bounded, loops and nested
-// indirect tables refused; a guest that breaks a virtqueue rule gets that ring stopped and
-// counted (Stats.RingViolations), nothing else. A malformed or unknown control message ends
+// memory table before it is touched; a descriptor chain holds at most 256 descriptors,
+// loops and nested indirect tables are refused; a guest that breaks a virtqueue rule gets
+// that ring stopped and counted (Stats.RingViolations), nothing else, and so does a kick fd
+// at end of file. No batch reads more than 2048 descriptors under the ring lock, so control
+// messages wait for at most one short batch whatever the guest posts. A malformed or unknown control message ends
 // that connection with a logged reason, never the process, and every fd it carried is
 // closed. A front end that shrinks the file behind guest memory makes the next access
 // fault: that connection ends (Stats.MemoryFaults, fault.go), not the process.
