@@ -183,7 +183,7 @@ func OpenPort(cfg PortConfig, log *slog.Logger) (*Port, error) {
 	}
 	cfg = offerMTU(cfg, tun, log)
 	p := &Port{cfg: cfg, tun: tun, log: log, done: make(chan struct{}), state: PortRunning}
-	p.net = capture.NewTap(tun)
+	p.net = capture.NewTap(tunnelNet{tun})
 	p.pump = pump.NewPump(p.net, func(n int) { tun.Stats().AddDrop(l2tp.DropVMDown, uint64(n)) })
 	p.pump.CountDropsWith(tun.Stats().AddDrop, tun.Stats().AddTxDrop)
 	if p.fe, err = openFrontEnd(cfg, log); err != nil {
@@ -384,4 +384,17 @@ func logSendPath(log *slog.Logger, prev, cur l2tp.StatsSnapshot) {
 			log.Warn("the network reported errors for sent packets", "kind", k.String(), "count", n, "total", cur.NetErrors[k])
 		}
 	}
+}
+
+// tunnelNet is a port's tunnel as the pump's network side: its NewSender
+// returns the tunnel's *l2tp.Sender as a pump.NetSender.
+type tunnelNet struct{ *l2tp.Tunnel }
+
+// NewSender gives one more queue pair a send queue of the tunnel.
+func (n tunnelNet) NewSender() (pump.NetSender, error) {
+	s, err := n.Tunnel.NewSender()
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }

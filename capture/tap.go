@@ -134,7 +134,7 @@ func (t *Tap) Status() *Status {
 // NewSender gives a queue pair its own sender of the captured network,
 // with the capture in front, so a capture sees every queue's frames.
 func (t *Tap) NewSender() (pump.NetSender, error) {
-	s, err := pump.SenderOf(t.Network)
+	s, err := t.Network.NewSender()
 	if err != nil {
 		return nil, err
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 )
 
 // stubNet hands out the same received batch on every ReadFrames and
@@ -25,8 +26,10 @@ func (s *stubNet) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
 	return nil
 }
 
-func (s *stubNet) Headroom() int  { return 8 }
-func (s *stubNet) BatchSize() int { return 4 }
+func (s *stubNet) Headroom() int { return 8 }
+
+func (s *stubNet) NewSender() (pump.NetSender, error) { return s, nil }
+func (s *stubNet) BatchSize() int                     { return 4 }
 
 // frameOf returns an Ethernet-sized frame starting with b.
 func frameOf(b byte) []byte {

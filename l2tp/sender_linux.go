@@ -6,38 +6,45 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
 
-// Sender is one more send side of a Tunnel, for a VM with several transmit
-// queues: each queue's goroutine owns a Sender and calls its WriteFrames
-// while the others call theirs. A Sender has its own sendmmsg vector and
-// its own duplicate of the tunnel's socket descriptor (Go serialises
-// writers of one descriptor; the kernel's UDP and raw send paths do not
-// need it), and shares the socket, peer, counters and sequence numbering
-// with the tunnel's other Senders.
+// Sender is one more send queue of a Tunnel, for a VM with several
+// transmit queues: each queue's goroutine owns a Sender and calls its
+// WriteFrames while the others call theirs. A Sender has its own sendmmsg
+// vector and its own duplicate of the tunnel's socket descriptor (Go
+// serialises writers of one descriptor; the kernel's UDP and raw send paths
+// do not need it), and shares the socket, peer, counters and sequence
+// numbering with the tunnel's own queue and its other Senders.
 //
-// Sequencing across Senders: QEMU's counter (counter=on) is one atomic
+// Sequencing across queues: QEMU's counter (counter=on) is one atomic
 // counter, so every packet carries a distinct number; RFC 4719 sequence
 // numbers (seq=send|both) must also leave in order, because a Linux peer
-// drops out-of-order packets, so under seq=send|both the Senders take turns
-// (one lock, held while numbering and sending a batch). Once a tunnel has
-// Senders, its own WriteFrames must not be used on a sequenced session: it
-// numbers on its own.
-type Sender struct {
-	view  Tunnel      // send-only copy of the tunnel: own descriptor and txQueue
-	order *sync.Mutex // non-nil under seq=send|both: keeps numbers in order on the wire
-	owner *Tunnel
-}
+// drops out-of-order packets, so under seq=send|both the queues take turns
+// (one lock, held while numbering and sending a batch).
+type Sender struct{ *txQueue }
 
-// senderSet is what a tunnel shares with its Senders.
+// senderSet is what a tunnel's send queues share.
 type senderSet struct {
 	mu      sync.Mutex // guards senders and closed (control path only)
 	senders []*Sender
 	closed  bool
-	counter atomic.Uint32 // the numbering every Sender's encoder uses
-	order   sync.Mutex    // taken by Senders under seq=send|both
+	counter atomic.Uint32 // the numbering every queue's encoder uses
+	order   sync.Mutex    // taken by every queue under seq=send|both
+}
+
+// newQueue makes a send queue of t on descriptor rc (f): its own vector
+// and encoder, numbering and ordering shared with t's other queues.
+func (t *Tunnel) newQueue(rc syscall.RawConn, f *os.File, peer sockaddr) *txQueue {
+	q := newTxQueue(t.cfg, t.batch, rc, f, peer, t.stats, t.ul, t.route)
+	q.closed, q.peerName, q.box = &t.closed, t.peer, t.box
+	q.enc.shared = &t.multi.counter
+	if q.enc.mode == txSeq {
+		q.order = &t.multi.order
+	}
+	return q
 }
 
 // NewSender returns a new Sender of t, with its own duplicate of the
@@ -59,14 +66,7 @@ func (t *Tunnel) NewSender() (*Sender, error) {
 		f.Close()
 		return nil, fmt.Errorf("l2tpv3: new sender for %s: %w", t.local, err)
 	}
-	s := &Sender{owner: t}
-	s.view = Tunnel{cfg: t.cfg, batch: t.batch, hl: t.hl, local: t.local, peer: t.peer, stats: t.stats, ul: t.ul, route: t.route, f: f}
-	s.view.tx = newTxQueue(t.cfg, t.batch, rc, f, t.tx.peer, t.stats, t.ul, t.route)
-	s.view.tx.enc.shared = &set.counter
-	s.view.tx.box = t.box
-	if s.view.tx.enc.mode == txSeq {
-		s.order = &set.order
-	}
+	s := &Sender{t.newQueue(rc, f, t.tx.peer)}
 	set.senders = append(set.senders, s)
 	return s, nil
 }
@@ -85,24 +85,8 @@ func dupSocket(t *Tunnel) (int, error) {
 	return fd, derr
 }
 
-// WriteFrames is Tunnel.WriteFrames through this Sender's own vector and
-// descriptor: it encapsulates bufs[i][offset:offset+sizes[i]] in place and
-// sends them all in order, blocking while the socket is full; net.ErrClosed
-// after the tunnel is closed. Only one goroutine may call it at a time.
-func (s *Sender) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
-	if s.order != nil {
-		s.order.Lock()
-		defer s.order.Unlock()
-	}
-	err := s.view.WriteFrames(bufs, sizes, offset)
-	if err != nil && s.owner.closed.Load() {
-		return net.ErrClosed
-	}
-	return err
-}
-
 // Headroom is the bytes WriteFrames needs in front of each frame.
-func (s *Sender) Headroom() int { return s.view.hl }
+func (q *txQueue) Headroom() int { return q.hl }
 
 // closeSenders closes every Sender's descriptor (Tunnel.Close): blocked and
 // later WriteFrames calls return net.ErrClosed and the socket is released.
@@ -112,15 +96,13 @@ func (t *Tunnel) closeSenders() {
 	defer set.mu.Unlock()
 	set.closed = true
 	for _, s := range set.senders {
-		if s.view.closed.CompareAndSwap(false, true) {
-			s.view.f.Close()
-		}
+		s.f.Close() // t.closed is set: WriteFrames returns net.ErrClosed
 	}
 	set.senders = nil
 }
 
 // nextCounter returns the QEMU counter value for the next packet: the
-// encoder's own, or the one its Senders share.
+// encoder's own, or the one its tunnel's queues share.
 func (e *Encoder) nextCounter() uint32 {
 	if e.shared != nil {
 		return e.shared.Add(1)
@@ -130,7 +112,7 @@ func (e *Encoder) nextCounter() uint32 {
 }
 
 // nextNs returns the RFC 4719 sequence number for the next packet: the
-// encoder's own, or the one its Senders share.
+// encoder's own, or the one its tunnel's queues share.
 func (e *Encoder) nextNs() uint32 {
 	if e.shared != nil {
 		return e.shared.Add(1) - 1

@@ -167,3 +167,42 @@ func TestSenderNoAllocs(t *testing.T) {
 		t.Fatalf("%v allocs per batch", allocs)
 	}
 }
+
+// TestTunnelAndSendersShareSequence: the tunnel's own WriteFrames is its
+// first send queue, so it may run beside its Senders under seq=both (it
+// used to number on its own: the receiver dropped the mix as out of order).
+func TestTunnelAndSendersShareSequence(t *testing.T) {
+	a, b := openPair(t, true, false, ",seq=both", TunnelOptions{BatchSize: 8}, TunnelOptions{BatchSize: 64})
+	s, err := a.NewSender()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batches, per = 50, 8
+	send := func(k int, write func(bufs [][]byte, sizes []int, off int) error) error {
+		off := a.Headroom()
+		for i := range batches {
+			bufs, sizes := make([][]byte, per), make([]int, per)
+			for j := range per {
+				bufs[j] = append(make([]byte, off), frameOf(k*10000+i*per+j, 80)...)
+				sizes[j] = 80
+			}
+			if err := write(bufs, sizes, off); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- send(0, a.WriteFrames) }()
+	go func() { errs <- send(1, s.WriteFrames) }()
+	got := collect(t, b, 2*batches*per)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := b.Stats().Snapshot()
+	if st.Drops[DropSequence] != 0 || st.SeqLost != 0 || len(got) != 2*batches*per {
+		t.Fatalf("received %d, stats %s", len(got), st)
+	}
+}

@@ -50,8 +50,8 @@ type Tunnel struct {
 	f      *os.File
 	closed atomic.Bool
 	rx     *rxRing    // owned by the ReadFrames goroutine
-	tx     *txQueue   // owned by the WriteFrames goroutine
-	multi  *senderSet // Senders (multiqueue VMs), closed with the tunnel
+	tx     *txQueue   // queue 0, owned by the WriteFrames goroutine
+	multi  *senderSet // what its send queues share; Senders closed with it
 	box    *peerBox   // the current peer (learned, re-resolved)
 	onMove func(to netip.AddrPort)
 	done   chan struct{} // closed by Close: stops the re-resolver
@@ -107,8 +107,8 @@ func Open(cfg Config, opt TunnelOptions) (*Tunnel, error) {
 	}
 	t.ul, t.route = underlayFor(cfg, ep.peer)
 	t.rx = newRxRing(cfg, batch, bufSize, rc, ep.peer, t.stats)
-	t.tx = newTxQueue(cfg, batch, rc, f, ep.peer, t.stats, t.ul, t.route)
-	t.rx.box, t.rx.onMove, t.tx.box = t.box, t.onMove, t.box
+	t.tx = t.newQueue(rc, f, ep.peer)
+	t.rx.box, t.rx.onMove = t.box, t.onMove
 	if _, err := netip.ParseAddr(cfg.Dst); err != nil {
 		t.box.resolve = make(chan struct{}, 1)
 		go t.reresolve(t.done)

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,12 +41,18 @@ const (
 // even when no send failed (ICMP errors arrive on their own).
 const errQueueDrainEvery = 100 * time.Millisecond
 
-// txQueue is the send side of a tunnel: the encoder and a sendmmsg vector
-// whose messages all carry the peer's address. Only the WriteFrames
-// goroutine touches it.
+// txQueue is one send queue of a tunnel: the encoder, a descriptor of the
+// socket and a sendmmsg vector whose messages all carry the peer's address.
+// The tunnel sends through its first queue; NewSender makes more (Sender).
+// Only the goroutine calling its WriteFrames touches it.
 type txQueue struct {
-	rc     syscall.RawConn
-	f      *os.File // for the stall deadline
+	rc       syscall.RawConn
+	f        *os.File     // for the stall deadline
+	closed   *atomic.Bool // the tunnel's: set before its descriptors close
+	peerName string       // the peer, for errors
+	// order is the tunnel's lock under seq=send|both: queues take turns so
+	// that sequence numbers leave in order (a Linux peer drops the others).
+	order  *sync.Mutex
 	stats  *Stats
 	enc    *Encoder
 	peer   sockaddr
@@ -305,10 +313,19 @@ func (q *txQueue) backOff() {
 // Headroom or a size does not fit its buffer. Only one goroutine may call
 // it.
 func (t *Tunnel) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
-	if t.closed.Load() {
+	return t.tx.WriteFrames(bufs, sizes, offset)
+}
+
+// WriteFrames is Tunnel.WriteFrames on this queue (see there); under
+// seq=send|both it takes turns with the tunnel's other queues.
+func (q *txQueue) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
+	if q.closed.Load() {
 		return net.ErrClosed
 	}
-	q := t.tx
+	if q.order != nil {
+		q.order.Lock()
+		defer q.order.Unlock()
+	}
 	if err := checkFrames(bufs, sizes, offset, q.hl); err != nil {
 		return err
 	}
@@ -333,7 +350,7 @@ func (t *Tunnel) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
 			q.iovs[np].SetLen(len(pkt))
 			np++
 		}
-		err = t.flush(np)
+		err = q.flush(np)
 	}
 	if oversize != 0 {
 		q.stats.txDrops[DropOversize].Add(oversize)
@@ -420,8 +437,7 @@ func (q *txQueue) plan(from int) int {
 
 // flush sends the np packets in iovs, waiting out stalls on the netpoller
 // with a bounded deadline, and counts the stall time.
-func (t *Tunnel) flush(np int) error {
-	q := t.tx
+func (q *txQueue) flush(np int) error {
 	q.np = np
 	q.pos, q.end = 0, q.plan(0)
 	q.retried, q.hardErr, q.sawNoBufs = 0, 0, false
@@ -429,10 +445,10 @@ func (t *Tunnel) flush(np int) error {
 	for q.pos < q.end {
 		err = q.rc.Write(q.writeFn)
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-			if t.closed.Load() {
+			if q.closed.Load() {
 				err = net.ErrClosed
 			} else {
-				err = fmt.Errorf("l2tpv3: sendmmsg %s: %w", t.peer, err)
+				err = fmt.Errorf("l2tpv3: sendmmsg %s: %w", q.peerName, err)
 			}
 			break
 		}
@@ -445,8 +461,8 @@ func (t *Tunnel) flush(np int) error {
 			// Stalled: wait for writability, with a bound.
 			if derr := q.f.SetWriteDeadline(time.Now().Add(stallPollAgain)); derr != nil {
 				err = net.ErrClosed
-				if !t.closed.Load() {
-					err = fmt.Errorf("l2tpv3: sendmmsg %s: %w", t.peer, derr)
+				if !q.closed.Load() {
+					err = fmt.Errorf("l2tpv3: sendmmsg %s: %w", q.peerName, derr)
 				}
 				break
 			}

@@ -43,8 +43,7 @@ type Pump struct {
 	// on the receive and the transmit side's counters.
 	countDrop, countTxDrop func(r l2tp.Drop, n uint64)
 
-	wires  wires       // link state and impairments (wire.go)
-	sendMu *sync.Mutex // shared by the queue pairs' senders if the network has none of its own
+	wires wires // link state and impairments (wire.go)
 
 	attached atomic.Pointer[portSet]
 
@@ -100,13 +99,14 @@ func NewPump(net Network, vmDown func(n int)) *Pump {
 		vmDown = func(int) {}
 	}
 	noCount := func(l2tp.Drop, uint64) {}
-	return &Pump{net: net, vmDown: vmDown, countDrop: noCount, countTxDrop: noCount, sendMu: new(sync.Mutex),
+	return &Pump{net: net, vmDown: vmDown, countDrop: noCount, countTxDrop: noCount,
 		queues: []*queue{{send: net}}, rx: newSteerer(net.BatchSize())}
 }
 
-// SetQueues prepares n queue pairs, each with a network sender of its own
-// (one socket, one descriptor per sender; see senders.go). It must be called
-// before any port is served.
+// SetQueues prepares n queue pairs: pair 0 sends through the network's
+// WriteFrames, each other pair through a sender of its own (one socket, a
+// descriptor per sender; docs/multiqueue.md). It must be called before any
+// port is served.
 func (p *Pump) SetQueues(n int) error {
 	if n < 1 || n > MaxQueues {
 		return fmt.Errorf("queues=%d: must be 1..%d", n, MaxQueues)
@@ -115,8 +115,9 @@ func (p *Pump) SetQueues(n int) error {
 		return nil
 	}
 	qs := make([]*queue, n)
-	for i := range qs {
-		s, err := newNetSender(p.net, p.sendMu)
+	qs[0] = &queue{send: p.net}
+	for i := 1; i < n; i++ {
+		s, err := p.net.NewSender()
 		if err != nil {
 			return fmt.Errorf("queue pair %d: %w", i, err)
 		}
@@ -315,13 +316,12 @@ func (p *Pump) publish() {
 
 // Announce sends frame to the network as if the VM had sent it (the RARP
 // that tells switches where a migrated guest now is), through a sender of
-// its own so that it never races a queue pair's sender. A network that
-// cannot give one (no senders of its own) is not announced to.
+// its own so that it never races a queue pair's sender.
 func (p *Pump) Announce(frame []byte) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.announce == nil {
-		s, err := SenderOf(p.net)
+		s, err := p.net.NewSender()
 		if err != nil {
 			return fmt.Errorf("announce: %w", err)
 		}

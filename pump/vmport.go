@@ -36,4 +36,16 @@ type Network interface {
 	Headroom() int
 	// BatchSize is the most frames one ReadFrames call returns.
 	BatchSize() int
+	// NewSender gives one more queue pair a way to the network of its own
+	// (an *l2tp.Sender: its own descriptor and vector), which sends while
+	// WriteFrames (queue pair 0) and the other senders do.
+	NewSender() (NetSender, error)
+}
+
+// NetSender is one queue pair's way to the network: it encapsulates
+// bufs[i][offset:offset+sizes[i]] in place and sends them all, blocking
+// while the socket is full (the Network's WriteFrames contract). An alias,
+// so that doubles need not import this package to implement Network.
+type NetSender = interface {
+	WriteFrames(bufs [][]byte, sizes []int, offset int) error
 }

@@ -168,7 +168,7 @@ func (p *Pump) emitSender() (NetSender, error) {
 		return p.queues[0].send, nil
 	}
 	if p.wires.emitSend == nil {
-		s, err := newNetSender(p.net, p.sendMu)
+		s, err := p.net.NewSender()
 		if err != nil {
 			return nil, fmt.Errorf("impairment sender: %w", err)
 		}
