@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -406,4 +407,16 @@ func settle(quiet, timeout time.Duration, read func() uint64) uint64 {
 // isClosed reports whether err is the end of a connection or tunnel.
 func isClosed(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.EOF) || errors.Is(err, unix.ECONNRESET)
+}
+
+// countPeer counts the frames tun receives until it is closed.
+func countPeer(tun *l2tp.Tunnel, got *atomic.Uint64) {
+	fs := make([][]byte, tun.BatchSize())
+	for {
+		k, err := tun.ReadFrames(fs)
+		if err != nil {
+			return
+		}
+		got.Add(uint64(k))
+	}
 }

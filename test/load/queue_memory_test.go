@@ -101,16 +101,7 @@ func measureQueues(t *testing.T, bin string, n int, frames uint64) queueRun {
 	var toNet, toVM, netSent, peerSent atomic.Uint64
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	go func() { // the peer counts what the pairs send
-		fs := make([][]byte, peer.BatchSize())
-		for {
-			k, err := peer.ReadFrames(fs)
-			if err != nil {
-				return
-			}
-			toNet.Add(uint64(k))
-		}
-	}()
+	go countPeer(peer, &toNet) // the peer counts what the pairs send
 	rxByPair := make([]atomic.Uint64, n)
 	for i, p := range g.Pairs {
 		wg.Add(1)
