@@ -191,3 +191,29 @@ func TestWireLossCounted(t *testing.T) {
 		t.Errorf("lost %d of 3200 with loss 30%%", lost)
 	}
 }
+
+// With two queue pairs both push into the one line of their direction,
+// whose emitter sends through a sender of its own: every frame arrives,
+// and a cut link counts both pairs' frames.
+func TestWireTwoQueuePairs(t *testing.T) {
+	fn := pumptest.NewNet()
+	defer close(fn.Closed)
+	q0, q1 := newFakeQueue(true), newFakeQueue(true)
+	p := startQueues(t, fn, q0, q1)
+	c := &dropCounts{}
+	p.CountDropsWith(func(r l2tp.Drop, n uint64) { c.rx[r].Add(n) }, func(r l2tp.Drop, n uint64) { c.tx[r].Add(n) })
+	t.Cleanup(p.CloseWires)
+	setWire(t, p, ToNetwork, false, "delay 2ms")
+	for i := 0; i < 10; i++ {
+		q0.in <- numbered(i*20, 10)
+		q1.in <- numbered(i*20+10, 10)
+	}
+	waitFor(t, "both pairs' frames", func() bool { return fn.SentCount() == 200 })
+	setWire(t, p, ToNetwork, true, "delay 2ms")
+	q0.in <- numbered(0, 3)
+	q1.in <- numbered(0, 4)
+	waitFor(t, "link_down from both pairs", func() bool { return c.tx[l2tp.DropLinkDown].Load() == 7 })
+	if fn.SentCount() != 200 {
+		t.Errorf("%d frames sent through a cut link", fn.SentCount()-200)
+	}
+}

@@ -94,37 +94,47 @@ l2tpv3 = "src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=%d,txsession=0x8
 	})
 
 	t.Run("delay", func(t *testing.T) {
+		base := rttSummary(pingRTTs(t, b, "169.254.130.1", 10))
 		cli(t, "port", "impair", "wa", "delay", "50ms", "10ms", "--admin", admin)
 		defer cli(t, "port", "impair", "wa", "clear", "--admin", admin)
 		rtts := pingRTTs(t, b, "169.254.130.1", 30)
-		sort.Float64s(rtts)
+		sum := rttSummary(rtts)
 		in := 0
-		var sum float64
 		for _, r := range rtts {
-			sum += r
 			if r >= 75 && r <= 125 {
 				in++
 			}
 		}
-		mean := sum / float64(len(rtts))
-		t.Logf("delay 50ms 10ms both ways on wa: %d RTTs, mean %.1f ms, min %.1f, median %.1f, max %.1f; %d in 100 ± 25 ms",
-			len(rtts), mean, rtts[0], rtts[len(rtts)/2], rtts[len(rtts)-1], in)
-		if mean < 75 || mean > 125 || in < len(rtts)*9/10 {
-			t.Errorf("RTTs not in 100 ± 25 ms: mean %.1f, %d of %d inside", mean, in, len(rtts))
+		t.Logf("B→A RTT without impairment: %s; with delay 50ms 10ms both ways on wa: %s; %d of %d in 100 ± 25 ms",
+			base, sum, in, len(rtts))
+		// The median and mean sit in the band; a TCG guest on a loaded
+		// host adds its own spikes, so a few samples may fall outside.
+		if sum.median < 75 || sum.median > 125 || sum.mean < 75 || sum.mean > 125 || in < len(rtts)*3/4 {
+			t.Errorf("RTTs not in 100 ± 25 ms: %s, %d of %d inside", sum, in, len(rtts))
 		}
 	})
 
 	t.Run("loss", func(t *testing.T) {
-		cli(t, "port", "impair", "wa", "out", "loss", "20%", "--admin", admin)
-		defer cli(t, "port", "impair", "wa", "clear", "--admin", admin)
-		const n = 200
-		out, _ := b.Run(fmt.Sprintf("ping -c %d -i 0.05 -W 2 169.254.130.1 | tail -2", n), 2*time.Minute)
-		m := regexp.MustCompile(`(\d+) packets transmitted, (\d+) packets received`).FindStringSubmatch(out)
-		if m == nil {
-			t.Fatalf("no ping summary: %s", out)
+		// Static neighbours and no IPv6 on A: no ARP refresh or IPv6
+		// chatter through the line, so that the same seed meets the same
+		// frames (the echo replies) in both runs.
+		a.MustRun("echo 1 >/proc/sys/net/ipv6/conf/eth0/disable_ipv6; "+
+			"ip neigh replace 169.254.130.2 lladdr "+guest.MAC(2)+" dev eth0 nud permanent", pingTimeout)
+		b.MustRun("ip neigh replace 169.254.130.1 lladdr "+guest.MAC(1)+" dev eth0 nud permanent", pingTimeout)
+		var patterns []string
+		var sent, lost int
+		for range 2 {
+			cli(t, "port", "impair", "wa", "out", "loss", "20%", "seed", "7", "--admin", admin)
+			var pattern string
+			sent, lost, pattern = lostEchoes(t, b, "169.254.130.1", 200)
+			patterns = append(patterns, pattern)
+			cli(t, "port", "impair", "wa", "clear", "--admin", admin)
 		}
-		sent, got := atoi(m[1]), atoi(m[2])
-		lost := sent - got
+		if patterns[0] != patterns[1] {
+			t.Errorf("seed 7 lost different echoes in two runs:\n%s\n%s", patterns[0], patterns[1])
+		} else {
+			t.Logf("seed 7 lost the same echoes in both runs: %s", patterns[0])
+		}
 		// 4 standard deviations of a binomial(n, 0.2).
 		sd := math.Sqrt(float64(sent) * 0.2 * 0.8)
 		lo, hi := float64(sent)*0.2-4*sd, float64(sent)*0.2+4*sd
@@ -176,6 +186,25 @@ func guestTime(t *testing.T, vm *guest.VM) time.Duration {
 	return time.Duration((float64(atoi(m[1]))*60 + sec) * float64(time.Second))
 }
 
+// lostEchoes pings addr n times, 50 ms apart, and returns how many echoes
+// were sent and lost, and the lost ones' sequence numbers.
+func lostEchoes(t *testing.T, vm *guest.VM, addr string, n int) (sent, lost int, pattern string) {
+	t.Helper()
+	out, _ := vm.Run(fmt.Sprintf("ping -c %d -i 0.05 -W 2 %s", n, addr), 2*time.Minute)
+	sent, got, _ := pingLoss(t, out)
+	seen := map[string]bool{}
+	for _, s := range regexp.MustCompile(`seq=(\d+) `).FindAllStringSubmatch(out, -1) {
+		seen[s[1]] = true
+	}
+	var missing []string
+	for i := range sent {
+		if !seen[strconv.Itoa(i)] {
+			missing = append(missing, strconv.Itoa(i))
+		}
+	}
+	return sent, sent - got, strings.Join(missing, " ")
+}
+
 // carrier reads the guest's eth0 carrier ("1" up, "0" NO-CARRIER), waiting
 // up to 2 s for it to be want.
 func carrier(t *testing.T, vm *guest.VM, want string) string {
@@ -183,6 +212,24 @@ func carrier(t *testing.T, vm *guest.VM, want string) string {
 	out := vm.MustRun("i=0; while [ $i -lt 20 ] && [ \"$(cat /sys/class/net/eth0/carrier)\" != "+want+" ]; do "+
 		"sleep 0.1; i=$((i+1)); done; cat /sys/class/net/eth0/carrier", pingTimeout)
 	return strings.TrimSpace(out)
+}
+
+// rtts summarises ping round trips in milliseconds.
+type rtts struct{ mean, min, median, max float64 }
+
+// rttSummary sorts samples and summarises them.
+func rttSummary(samples []float64) rtts {
+	sort.Float64s(samples)
+	var sum float64
+	for _, r := range samples {
+		sum += r
+	}
+	return rtts{sum / float64(len(samples)), samples[0], samples[len(samples)/2], samples[len(samples)-1]}
+}
+
+// String prints the summary.
+func (r rtts) String() string {
+	return fmt.Sprintf("mean %.1f ms, min %.1f, median %.1f, max %.1f", r.mean, r.min, r.median, r.max)
 }
 
 // pingRTTs pings addr count times, 0.2 s apart, and returns the RTTs in ms.
