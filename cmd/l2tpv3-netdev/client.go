@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -114,6 +115,9 @@ func printPorts(out io.Writer, sts []backend.PortStatus) {
 		note := st.Error
 		if st.Capture != nil {
 			note = "capturing to " + st.Capture.Target
+		}
+		if w := wireNote(st.Wires); w != "" {
+			note = strings.TrimPrefix(note+"; "+w, "; ")
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\n", st.Name, st.State, fe,
 			yesNo(st.FrontEnd.Connected), st.Session.RxPackets, st.Session.TxPackets,

@@ -98,6 +98,21 @@ func portWireArgs(name string, args []string, out io.Writer) (*admin.Client, []s
 	return admin.NewClient(*path), pos, nil
 }
 
+// wireNote is the ports table's word on a port's wire: which directions
+// are cut or impaired ("" for a plain wire).
+func wireNote(wires []pump.WireStatus) string {
+	var notes []string
+	for _, w := range wires {
+		switch {
+		case !w.LinkUp:
+			notes = append(notes, w.Direction+" link down")
+		case w.Impairment != "":
+			notes = append(notes, w.Direction+" "+w.Impairment)
+		}
+	}
+	return strings.Join(notes, "; ")
+}
+
 // printWires says, one line per direction, what the port's wire is now.
 func printWires(out io.Writer, port string, wires []pump.WireStatus) {
 	for _, w := range wires {

@@ -59,3 +59,15 @@ func TestConfigWireKeys(t *testing.T) {
 		t.Errorf("refusals %q do not name impair-out and its token", msg)
 	}
 }
+
+// The ports table notes a cut or impaired wire.
+func TestWireNote(t *testing.T) {
+	got := wireNote([]pump.WireStatus{{Direction: "to_network", LinkUp: false, Impairment: "loss 1%"},
+		{Direction: "to_vm", LinkUp: true, Impairment: "delay 50ms"}})
+	if want := "to_network link down; to_vm delay 50ms"; got != want {
+		t.Errorf("wireNote = %q, want %q", got, want)
+	}
+	if got := wireNote([]pump.WireStatus{{Direction: "to_network", LinkUp: true}, {Direction: "to_vm", LinkUp: true}}); got != "" {
+		t.Errorf("a plain wire noted %q", got)
+	}
+}
