@@ -111,12 +111,15 @@ type Config struct {
 	// txsession, kernel peer_session_id). Required; 0 is refused.
 	PeerSessionID uint32
 
-	// CookieLen is 0, 4 or 8 bytes (QEMU: 4 unless cookie64=on). With 0,
-	// RxCookie and TxCookie must be 0; with 4 they must fit in 32 bits.
-	CookieLen int
+	// TxCookieLen and RxCookieLen are the cookie lengths sent and expected,
+	// 0, 4 or 8 bytes each (QEMU: both 4 unless cookie64=on; Linux and
+	// routers allow them to differ, e.g. txcookie64=on,rxcookie64=off). With
+	// 0 the direction's cookie must be 0; with 4 it must fit in 32 bits.
+	TxCookieLen, RxCookieLen int
 	// RxCookie is the value expected in received packets (QEMU rxcookie,
 	// kernel peer_cookie); TxCookie is written in sent ones (QEMU txcookie,
-	// kernel cookie). Both big-endian on the wire, CookieLen bytes.
+	// kernel cookie). Both big-endian on the wire, RxCookieLen and
+	// TxCookieLen bytes.
 	RxCookie, TxCookie uint64
 
 	// L2Spec is the sublayer type (kernel l2spec_type).
@@ -185,7 +188,7 @@ func (c Config) Validate() error {
 	if err := c.validateSublayer(); err != nil {
 		return err
 	}
-	if c.LearnPeer && c.CookieLen == 0 {
+	if c.LearnPeer && c.RxCookieLen == 0 {
 		return cfgErr("peer-learning", "peer-learning=on needs txcookie and rxcookie: only a datagram with the session's cookie may move the peer")
 	}
 	if c.Offset < 0 || c.Offset > MaxOffset {
@@ -266,26 +269,30 @@ func (c Config) validateSessions() error {
 	return nil
 }
 
-// validateCookies checks the cookie length and that both cookies fit in it.
+// validateCookies checks each direction's cookie length and that its cookie
+// fits in it.
 func (c Config) validateCookies() error {
-	switch c.CookieLen {
+	if err := validateCookie("txcookie", c.TxCookieLen, c.TxCookie); err != nil {
+		return err
+	}
+	return validateCookie("rxcookie", c.RxCookieLen, c.RxCookie)
+}
+
+// validateCookie checks one direction's cookie (key txcookie or rxcookie)
+// against its length.
+func validateCookie(key string, n int, cookie uint64) error {
+	switch n {
 	case 0:
-		if c.TxCookie != 0 {
-			return cfgErr("txcookie", "txcookie=%#x set with no cookie length", c.TxCookie)
-		}
-		if c.RxCookie != 0 {
-			return cfgErr("rxcookie", "rxcookie=%#x set with no cookie length", c.RxCookie)
+		if cookie != 0 {
+			return cfgErr(key, "%s=%#x set with no cookie length", key, cookie)
 		}
 	case 4:
-		if c.TxCookie > math.MaxUint32 {
-			return cfgErr("txcookie", "txcookie=%#x is wider than 32 bits (set cookie64=on)", c.TxCookie)
-		}
-		if c.RxCookie > math.MaxUint32 {
-			return cfgErr("rxcookie", "rxcookie=%#x is wider than 32 bits (set cookie64=on)", c.RxCookie)
+		if cookie > math.MaxUint32 {
+			return cfgErr(key, "%s=%#x is wider than 32 bits (set cookie64=on, or %s64=on for this direction only)", key, cookie, key)
 		}
 	case 8:
 	default:
-		return cfgErr("cookie64", "cookie length %d: must be 0, 4 or 8", c.CookieLen)
+		return cfgErr(key+"64", "%s length %d: must be 0, 4 or 8", key, n)
 	}
 	return nil
 }
@@ -317,11 +324,18 @@ func (c Config) validateSublayer() error {
 	return nil
 }
 
-// HeaderLen is the number of L2TPv3 bytes written in front of each frame and
-// expected in front of each received one: [4 UDP flags word] + 4 session +
-// cookie + [4 sublayer] + offset. It is the headroom WriteFrames needs.
-func (c Config) HeaderLen() int {
-	n := 4 + c.CookieLen + c.Offset
+// HeaderLen is the number of L2TPv3 bytes written in front of each frame:
+// [4 UDP flags word] + 4 session + cookie + [4 sublayer] + offset. It is the
+// headroom WriteFrames needs.
+func (c Config) HeaderLen() int { return c.headerLen(c.TxCookieLen) }
+
+// RxHeaderLen is the number of L2TPv3 bytes expected in front of each
+// received frame: HeaderLen with the received cookie's length.
+func (c Config) RxHeaderLen() int { return c.headerLen(c.RxCookieLen) }
+
+// headerLen is the L2TPv3 header length with a cookie of cookieLen bytes.
+func (c Config) headerLen(cookieLen int) int {
+	n := 4 + cookieLen + c.Offset
 	if c.Encap == EncapUDP {
 		n += 4
 	}
@@ -331,18 +345,12 @@ func (c Config) HeaderLen() int {
 	return n
 }
 
-// Overhead is the underlay bytes added to each frame: HeaderLen plus the
-// outer IP header (20 or 40) and UDP header (8, with udp). The largest inner
-// MTU on an underlay of MTU m is m - Overhead() - 14 (Ethernet header).
+// Overhead is the underlay bytes added to each frame: the longer of
+// HeaderLen and RxHeaderLen (frames of the inner MTU must fit both ways)
+// plus outerHeaders. The largest inner MTU on an underlay of MTU m is
+// m - Overhead() - 14 (Ethernet header).
 func (c Config) Overhead() int {
-	n := c.HeaderLen() + 20
-	if c.IPv6 {
-		n = c.HeaderLen() + 40
-	}
-	if c.Encap == EncapUDP {
-		n += 8
-	}
-	return n
+	return max(c.HeaderLen(), c.RxHeaderLen()) + c.outerHeaders()
 }
 
 // InnerMTU is the largest Ethernet MTU (frame without its 14-byte header)
@@ -350,8 +358,18 @@ func (c Config) Overhead() int {
 // underlay - Overhead() - 14, e.g. 1450 for UDP/IPv4 on 1500.
 func (c Config) InnerMTU(underlay int) int { return underlay - c.Overhead() - 14 }
 
-// outerHeaders is the IP and UDP header bytes in front of the L2TPv3 header.
-func (c Config) outerHeaders() int { return c.Overhead() - c.HeaderLen() }
+// outerHeaders is the IP and UDP header bytes in front of the L2TPv3 header:
+// the IP header (20 or 40) and the UDP header (8, with udp).
+func (c Config) outerHeaders() int {
+	n := 20
+	if c.IPv6 {
+		n = 40
+	}
+	if c.Encap == EncapUDP {
+		n += 8
+	}
+	return n
+}
 
 // String names the oversize policy as oversize= spells it.
 func (o Oversize) String() string {

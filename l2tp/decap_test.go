@@ -11,7 +11,7 @@ import (
 // sublayer with the given sequencing.
 func seqConfig(seq SeqMode) Config {
 	return Config{Src: "192.0.2.1", Dst: "192.0.2.2", Encap: EncapUDP, SrcPort: 1701, DstPort: 1701,
-		SessionID: 0x10, PeerSessionID: 0x10, CookieLen: 4, RxCookie: 0x11223344, TxCookie: 0x11223344,
+		SessionID: 0x10, PeerSessionID: 0x10, TxCookieLen: 4, RxCookieLen: 4, RxCookie: 0x11223344, TxCookie: 0x11223344,
 		L2Spec: L2SpecDefault, Seq: seq}
 }
 

@@ -54,13 +54,13 @@ func NewEncoder(c Config) *Encoder {
 	}
 	binary.BigEndian.PutUint32(h, c.PeerSessionID)
 	h = h[4:]
-	switch c.CookieLen {
+	switch c.TxCookieLen {
 	case 4:
 		binary.BigEndian.PutUint32(h, uint32(c.TxCookie))
 	case 8:
 		binary.BigEndian.PutUint64(h, c.TxCookie)
 	}
-	e.sub = len(e.tmpl) - len(h) + c.CookieLen
+	e.sub = len(e.tmpl) - len(h) + c.TxCookieLen
 	if c.L2Spec == L2SpecDefault {
 		switch {
 		case c.Counter == CounterQEMU:
@@ -117,9 +117,9 @@ func NewDecoder(c Config, s *Stats) *Decoder {
 	d := &Decoder{
 		stripIPv4: c.Encap == EncapIP && !c.IPv6,
 		udp:       c.Encap == EncapUDP,
-		hl:        c.HeaderLen(),
+		hl:        c.RxHeaderLen(),
 		session:   c.SessionID,
-		cookieLen: c.CookieLen,
+		cookieLen: c.RxCookieLen,
 		cookie:    c.RxCookie,
 		checkSeq:  c.L2Spec == L2SpecDefault && c.Counter == CounterRFC && c.Seq.checks(),
 		stats:     s,
@@ -127,7 +127,7 @@ func NewDecoder(c Config, s *Stats) *Decoder {
 	if d.udp {
 		d.sess = 4
 	}
-	d.sub = d.sess + 4 + c.CookieLen
+	d.sub = d.sess + 4 + c.RxCookieLen
 	return d
 }
 

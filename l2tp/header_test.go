@@ -88,7 +88,7 @@ var goldens = []golden{
 // session 0x10 and the same cookie, so a packet decodes with its own config.
 func (g golden) config(v6 bool) Config {
 	c := Config{Src: "192.0.2.1", Dst: "192.0.2.2", SessionID: 0x10, PeerSessionID: 0x10,
-		CookieLen: g.cookie, Offset: g.offset, PinPeer: true}
+		TxCookieLen: g.cookie, RxCookieLen: g.cookie, Offset: g.offset, PinPeer: true}
 	if v6 {
 		c.Src, c.Dst, c.IPv6 = "2001:db8::1", "2001:db8::2", true
 	}
@@ -212,5 +212,59 @@ func TestEncapSequence(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestGoldenPerDirectionCookies encodes and decodes with cookies of
+// different lengths each way (txcookie64 / rxcookie64, Linux cookie /
+// peer_cookie): the 8-byte cookie goes out, the 4-byte one is expected in,
+// and the mirrored config at the far end reads what we sent. A packet with
+// the sent layout is refused on our receive side (its cookie is compared
+// over 4 bytes at the same place and differs; a packet of the right layout
+// but a wrong cookie too).
+func TestGoldenPerDirectionCookies(t *testing.T) {
+	near, err := ParseOptions("src=192.0.2.1,dst=192.0.2.2,udp,srcport=1701,dstport=1701,txsession=0x10,rxsession=0x20," +
+		"txcookie64=on,rxcookie64=off,txcookie=0x1122334455667788,rxcookie=0x99aabbcc,l2spec=default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	far, err := ParseOptions("src=192.0.2.2,dst=192.0.2.1,udp,srcport=1701,dstport=1701,txsession=0x20,rxsession=0x10," +
+		"txcookie64=off,rxcookie64=on,txcookie=0x99aabbcc,rxcookie=0x1122334455667788,l2spec=default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := testFrame()
+	encap := func(c Config) []byte {
+		buf := make([]byte, 64+len(frame))
+		copy(buf[64:], frame)
+		return NewEncoder(c).Encap(buf, 64, len(frame))
+	}
+	for _, tt := range []struct {
+		name     string
+		from, to Config
+		hdr      string
+	}{
+		{"near to far (8-byte cookie)", near, far, "00030000 00000010 11223344 55667788 00000000"},
+		{"far to near (4-byte cookie)", far, near, "00030000 00000020 99aabbcc 00000000"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			want := testhex.Decode(t, tt.hdr)
+			pkt := encap(tt.from)
+			if got := pkt[:len(pkt)-len(frame)]; !bytes.Equal(got, want) {
+				t.Fatalf("header\n got %x\nwant %x", got, want)
+			}
+			if got, reason, ok := NewDecoder(tt.to, nil).Decap(pkt); !ok || !bytes.Equal(got, frame) {
+				t.Fatalf("Decap at the far end = %x, %v, %v; want the frame", got, reason, ok)
+			}
+		})
+	}
+	// Our own 8-byte layout with session 0x20 must not pass our 4-byte check.
+	wrong := testhex.Decode(t, "00030000 00000020 11223344 55667788 00000000")
+	if _, reason, ok := NewDecoder(near, nil).Decap(append(wrong, frame...)); ok || reason != DropCookie {
+		t.Fatalf("8-byte cookie where 4 are expected: ok=%v reason=%v, want a cookie drop", ok, reason)
+	}
+	if near.RxHeaderLen() != 16 || near.HeaderLen() != 20 || far.HeaderLen() != 16 || far.RxHeaderLen() != 20 {
+		t.Fatalf("header lengths near %d/%d far %d/%d, want tx 20 rx 16 / tx 16 rx 20",
+			near.HeaderLen(), near.RxHeaderLen(), far.HeaderLen(), far.RxHeaderLen())
 	}
 }

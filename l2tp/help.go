@@ -17,6 +17,9 @@ const optionHelp = `L2TPv3 option string (QEMU's -netdev l2tpv3 keys, comma-sepa
   rxcookie=N        cookie expected in received ones (kernel peer_cookie)
                     both or neither; big-endian on the wire; default none
   cookie64=on|off   64-bit cookies; off = 32-bit        default off (QEMU: any cookie64 = 64)
+  txcookie64=on|off  txcookie's length alone (8 or 4 bytes), as Linux's cookie;
+  rxcookie64=on|off  rxcookie's (Linux's peer_cookie): e.g. 8 bytes out, 4 in. Not
+                    with cookie64; an unset one is 4 bytes             default off
   counter=on|off    QEMU sublayer: 4 bytes, plain ++counter from 1, not checked on receive
                     (Linux: l2spec=default)                           default off
   pincounter=on|off QEMU sublayer: 4 bytes, always 0, not checked on receive
@@ -55,7 +58,8 @@ pincounter with l2spec=none or with seq; seq with l2spec=none.
 
 Overhead: UDP/IPv4 with l2spec=default and no cookie is 20+8+12 = 40 bytes plus the
 14-byte Ethernet header: inner MTU 1446 on a 1500 underlay (IP encap: 1458;
-minus 4 or 8 for a cookie, minus the offset; IPv6: minus 20 more).
+minus 4 or 8 for a cookie (the longer one if they differ), minus the offset; IPv6:
+minus 20 more).
 `
 
 // OptionHelp returns a table of the option-string keys, their values,

@@ -36,9 +36,12 @@ func (c Config) LinuxPeerCommands(ifname string, tunnelID uint32) ([]string, err
 		tunnelID, tunnelID, encap, c.Dst, c.Src, ports)
 	session := fmt.Sprintf("ip l2tp add session name %s tunnel_id %d session_id %d peer_session_id %d",
 		ifname, tunnelID, c.PeerSessionID, c.SessionID)
-	if c.CookieLen > 0 {
-		// The kernel sends its "cookie" and expects its "peer_cookie".
-		session += fmt.Sprintf(" cookie %0*x peer_cookie %0*x", 2*c.CookieLen, c.RxCookie, 2*c.CookieLen, c.TxCookie)
+	// The kernel sends its "cookie" and expects its "peer_cookie".
+	if c.RxCookieLen > 0 {
+		session += fmt.Sprintf(" cookie %0*x", 2*c.RxCookieLen, c.RxCookie)
+	}
+	if c.TxCookieLen > 0 {
+		session += fmt.Sprintf(" peer_cookie %0*x", 2*c.TxCookieLen, c.TxCookie)
 	}
 	if c.L2Spec == L2SpecDefault {
 		session += " l2spec_type default"

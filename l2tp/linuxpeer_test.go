@@ -44,3 +44,28 @@ func TestLinuxPeerSeq(t *testing.T) {
 		t.Fatalf("seq=recv: warnings %q", w)
 	}
 }
+
+// TestLinuxPeerCookies: the kernel's cookie is our rxcookie and its
+// peer_cookie our txcookie, each at its own length (golden).
+func TestLinuxPeerCookies(t *testing.T) {
+	const opts = "src=192.0.2.1,dst=198.51.100.7,udp,srcport=1701,dstport=1702,txsession=0x10,rxsession=0x20"
+	const session = "ip l2tp add session name l2tpeth0 tunnel_id 1 session_id 16 peer_session_id 32"
+	for cookies, want := range map[string]string{
+		",txcookie=0x11223344,rxcookie=0x55667788":                                      " cookie 55667788 peer_cookie 11223344",
+		",cookie64,txcookie=1,rxcookie=2":                                               " cookie 0000000000000002 peer_cookie 0000000000000001",
+		",txcookie64=on,rxcookie64=off,txcookie=0x1122334455667788,rxcookie=0x99aabbcc": " cookie 99aabbcc peer_cookie 1122334455667788",
+		",txcookie64=off,rxcookie64=on,txcookie=0x99aabbcc,rxcookie=0x1122334455667788": " cookie 1122334455667788 peer_cookie 99aabbcc",
+	} {
+		c, err := ParseOptions(opts + cookies)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmds, err := c.LinuxPeerCommands("l2tpeth0", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want = session + want + " l2spec_type none"; cmds[1] != want {
+			t.Errorf("%s:\n got %q\nwant %q", cookies, cmds[1], want)
+		}
+	}
+}

@@ -29,6 +29,7 @@ var optKinds = map[string]optKind{
 	"udp": kindBool, "srcport": kindPort, "dstport": kindPort,
 	"txsession": kindU32, "rxsession": kindU32, "ipv6": kindBool,
 	"cookie64": kindBool, "txcookie": kindU64, "rxcookie": kindU64,
+	"txcookie64": kindBool, "rxcookie64": kindBool,
 	"counter": kindBool, "pincounter": kindBool, "offset": kindOffset,
 	"l2spec": kindL2Spec, "seq": kindSeq, "pinpeer": kindBool, "peer-learning": kindBool,
 	"underlay-mtu": kindMTU, "oversize": kindOversize,
@@ -71,7 +72,9 @@ func (o options) on(key string) bool { return o[key].on }
 // Required: src, dst, txsession; with udp=on also srcport and dstport
 // (decimal 1..65535, no service names), which are refused without it.
 // rxsession defaults to txsession. txcookie and rxcookie go together; they
-// are 32-bit unless cookie64=on. pinpeer defaults to on when dst is a literal
+// are 32-bit unless cookie64=on, or per direction txcookie64=on|off and
+// rxcookie64=on|off (a 4-byte cookie one way and an 8-byte one the other, as
+// Linux's cookie / peer_cookie allow; not with cookie64). pinpeer defaults to on when dst is a literal
 // address and off for a host name (pinpeer=on with a host name pins to the
 // address it resolves to when the tunnel opens).
 //
@@ -140,7 +143,8 @@ func ParseOptions(s string) (Config, error) {
 }
 
 // cookies fills the cookie fields: both cookies or neither, 4 bytes unless
-// cookie64=on (QEMU made any cookie64 key, even =off, mean 8 bytes).
+// cookie64=on (QEMU made any cookie64 key, even =off, mean 8 bytes), or per
+// direction with txcookie64 / rxcookie64, which do not mix with cookie64.
 func (o options) cookies(c *Config) error {
 	tx, rx := o.has("txcookie"), o.has("rxcookie")
 	switch {
@@ -148,15 +152,35 @@ func (o options) cookies(c *Config) error {
 		return cfgErr("rxcookie", "txcookie set without rxcookie")
 	case rx && !tx:
 		return cfgErr("txcookie", "rxcookie set without txcookie")
-	case !tx:
+	}
+	for _, key := range [...]string{"txcookie64", "rxcookie64"} {
+		switch {
+		case o.has(key) && !tx:
+			return cfgErr(key, "%s given without txcookie and rxcookie", key)
+		case o.has(key) && o.has("cookie64"):
+			return cfgErr(key, "%s conflicts with cookie64: give txcookie64 and rxcookie64, or cookie64 alone", key)
+		}
+	}
+	if !tx {
 		return nil
 	}
-	c.CookieLen = 4
-	if o.on("cookie64") {
-		c.CookieLen = 8
+	c.TxCookieLen, c.RxCookieLen = cookieLen(o.on("cookie64")), cookieLen(o.on("cookie64"))
+	if o.has("txcookie64") {
+		c.TxCookieLen = cookieLen(o.on("txcookie64"))
+	}
+	if o.has("rxcookie64") {
+		c.RxCookieLen = cookieLen(o.on("rxcookie64"))
 	}
 	c.TxCookie, c.RxCookie = o["txcookie"].num, o["rxcookie"].num
 	return nil
+}
+
+// cookieLen is the cookie length a cookie64-style switch selects.
+func cookieLen(is64 bool) int {
+	if is64 {
+		return 8
+	}
+	return 4
 }
 
 // sublayer fills L2Spec, Counter and Seq. counter=on and pincounter=on select
@@ -236,9 +260,14 @@ func (c Config) String() string {
 	}
 	b.WriteString(",txsession=" + hexNum(uint64(c.PeerSessionID)) +
 		",rxsession=" + hexNum(uint64(c.SessionID)))
-	if c.CookieLen != 0 {
-		b.WriteString(",cookie64=" + onOff(c.CookieLen == 8) +
-			",txcookie=" + hexNum(c.TxCookie) + ",rxcookie=" + hexNum(c.RxCookie))
+	switch {
+	case c.TxCookieLen == c.RxCookieLen && c.TxCookieLen != 0:
+		b.WriteString(",cookie64=" + onOff(c.TxCookieLen == 8))
+	case c.TxCookieLen != c.RxCookieLen:
+		b.WriteString(",txcookie64=" + onOff(c.TxCookieLen == 8) + ",rxcookie64=" + onOff(c.RxCookieLen == 8))
+	}
+	if c.TxCookieLen != 0 || c.RxCookieLen != 0 {
+		b.WriteString(",txcookie=" + hexNum(c.TxCookie) + ",rxcookie=" + hexNum(c.RxCookie))
 	}
 	switch c.Counter {
 	case CounterQEMU:

@@ -50,18 +50,27 @@ func TestParseOptionsAccepts(t *testing.T) {
 			c.Src, c.Dst, c.IPv6 = "2001:db8::1", "2001:db8::2", true
 		})},
 		{minimal + ",txcookie=0x11223344,rxcookie=0x55667788", with(func(c *Config) {
-			c.CookieLen, c.TxCookie, c.RxCookie = 4, 0x11223344, 0x55667788
+			c.TxCookieLen, c.RxCookieLen, c.TxCookie, c.RxCookie = 4, 4, 0x11223344, 0x55667788
 		})},
 		{minimal + ",cookie64=off,txcookie=0xffffffff,rxcookie=0", with(func(c *Config) {
-			c.CookieLen, c.TxCookie, c.RxCookie = 4, 0xffffffff, 0
+			c.TxCookieLen, c.RxCookieLen, c.TxCookie, c.RxCookie = 4, 4, 0xffffffff, 0
 		})},
 		{minimal + ",cookie64,txcookie=0x1122334455667788,rxcookie=1", with(func(c *Config) {
-			c.CookieLen, c.TxCookie, c.RxCookie = 8, 0x1122334455667788, 1
+			c.TxCookieLen, c.RxCookieLen, c.TxCookie, c.RxCookie = 8, 8, 0x1122334455667788, 1
 		})},
 		{minimal + ",cookie64=on,txcookie=18446744073709551615,rxcookie=2", with(func(c *Config) {
-			c.CookieLen, c.TxCookie, c.RxCookie = 8, 0xffffffffffffffff, 2
+			c.TxCookieLen, c.RxCookieLen, c.TxCookie, c.RxCookie = 8, 8, 0xffffffffffffffff, 2
 		})},
 		{minimal + ",cookie64=on", base}, // no cookies: nothing to size
+		{minimal + ",txcookie64=on,rxcookie64=off,txcookie=0x1122334455667788,rxcookie=0x99aabbcc", with(func(c *Config) {
+			c.TxCookieLen, c.RxCookieLen, c.TxCookie, c.RxCookie = 8, 4, 0x1122334455667788, 0x99aabbcc
+		})},
+		{minimal + ",rxcookie64,txcookie=0x99aabbcc,rxcookie=0x1122334455667788", with(func(c *Config) {
+			c.TxCookieLen, c.RxCookieLen, c.TxCookie, c.RxCookie = 4, 8, 0x99aabbcc, 0x1122334455667788
+		})},
+		{minimal + ",txcookie64=off,rxcookie64=off,txcookie=1,rxcookie=2", with(func(c *Config) {
+			c.TxCookieLen, c.RxCookieLen, c.TxCookie, c.RxCookie = 4, 4, 1, 2
+		})},
 		{minimal + ",counter=on", with(func(c *Config) { c.L2Spec, c.Counter = L2SpecDefault, CounterQEMU })},
 		{minimal + ",counter=off", base},
 		{minimal + ",counter=off,l2spec=default", with(func(c *Config) { c.L2Spec = L2SpecDefault })},
@@ -124,8 +133,8 @@ func TestParseOptionsErrors(t *testing.T) {
 		{minimal + ",udp,srcport=1,dstport=0x10", `l2tpv3: dstport="0x10": not a port number (decimal 1..65535)`},
 		{minimal + ",txcookie=1", `l2tpv3: txcookie set without rxcookie`},
 		{minimal + ",rxcookie=1", `l2tpv3: rxcookie set without txcookie`},
-		{minimal + ",txcookie=1,rxcookie=0x1ffffffff", `l2tpv3: rxcookie=0x1ffffffff is wider than 32 bits (set cookie64=on)`},
-		{minimal + ",cookie64=off,txcookie=0x100000000,rxcookie=1", `l2tpv3: txcookie=0x100000000 is wider than 32 bits (set cookie64=on)`},
+		{minimal + ",txcookie=1,rxcookie=0x1ffffffff", `l2tpv3: rxcookie=0x1ffffffff is wider than 32 bits (set cookie64=on, or rxcookie64=on for this direction only)`},
+		{minimal + ",cookie64=off,txcookie=0x100000000,rxcookie=1", `l2tpv3: txcookie=0x100000000 is wider than 32 bits (set cookie64=on, or txcookie64=on for this direction only)`},
 		{minimal + ",cookie64,txcookie=0x10000000000000000,rxcookie=1", `l2tpv3: txcookie="0x10000000000000000": wider than 64 bits`},
 		{minimal + ",offset=300", `l2tpv3: offset=300: must be 0..256`},
 		{minimal + ",offset=-1", `l2tpv3: offset="-1": not a number`},
@@ -167,6 +176,12 @@ func TestParseOptionsErrors(t *testing.T) {
 		{minimal + ",underlay-mtu", `l2tpv3: key "underlay-mtu" needs a value (underlay-mtu=…)`},
 		{minimal + ",underlay-mtu=1500,underlay-mtu=1400", `l2tpv3: duplicate key "underlay-mtu"`},
 		{minimal + ",oversize=cut", `l2tpv3: oversize="cut": must be fragment or drop`},
+		{minimal + ",txcookie64=on", `l2tpv3: txcookie64 given without txcookie and rxcookie`},
+		{minimal + ",rxcookie64=off", `l2tpv3: rxcookie64 given without txcookie and rxcookie`},
+		{minimal + ",cookie64,txcookie64,txcookie=1,rxcookie=2", `l2tpv3: txcookie64 conflicts with cookie64: give txcookie64 and rxcookie64, or cookie64 alone`},
+		{minimal + ",rxcookie64=off,cookie64=off,txcookie=1,rxcookie=2", `l2tpv3: rxcookie64 conflicts with cookie64: give txcookie64 and rxcookie64, or cookie64 alone`},
+		{minimal + ",txcookie64=on,txcookie=1,rxcookie=0x100000000", `l2tpv3: rxcookie=0x100000000 is wider than 32 bits (set cookie64=on, or rxcookie64=on for this direction only)`},
+		{minimal + ",txcookie64=maybe,txcookie=1,rxcookie=1", `l2tpv3: txcookie64="maybe": not a boolean (on/off, yes/no, true/false)`},
 		{minimal + ",oversize", `l2tpv3: key "oversize" needs a value (oversize=…)`},
 	}
 	for _, tt := range tests {
@@ -202,6 +217,14 @@ func TestConfigString(t *testing.T) {
 	if got := c.String(); got != want {
 		t.Fatalf("String()\n got %s\nwant %s", got, want)
 	}
+	c = with(func(c *Config) { c.TxCookieLen, c.RxCookieLen, c.TxCookie, c.RxCookie = 4, 8, 1, 2 })
+	want = "src=192.0.2.1,dst=198.51.100.7,txsession=0x10,rxsession=0x10,txcookie64=off,rxcookie64=on,txcookie=0x1,rxcookie=0x2,l2spec=none,pinpeer=on"
+	if got := c.String(); got != want {
+		t.Fatalf("String()\n got %s\nwant %s", got, want)
+	}
+	if back, err := ParseOptions(want); err != nil || back != c {
+		t.Fatalf("ParseOptions(String()) = %+v, %v; want %+v", back, err, c)
+	}
 	c = with(func(c *Config) { c.UnderlayMTU, c.Oversize = 9000, OversizeDrop })
 	want = "src=192.0.2.1,dst=198.51.100.7,txsession=0x10,rxsession=0x10,l2spec=none,pinpeer=on,underlay-mtu=9000,oversize=drop"
 	if got := c.String(); got != want {
@@ -215,7 +238,7 @@ func TestValidateHandBuilt(t *testing.T) {
 		c   Config
 		msg string
 	}{
-		{with(func(c *Config) { c.CookieLen = 5 }), `l2tpv3: cookie length 5: must be 0, 4 or 8`},
+		{with(func(c *Config) { c.RxCookieLen = 5 }), `l2tpv3: rxcookie length 5: must be 0, 4 or 8`},
 		{with(func(c *Config) { c.RxCookie = 7 }), `l2tpv3: rxcookie=0x7 set with no cookie length`},
 		{with(func(c *Config) { c.TxCookie = 7 }), `l2tpv3: txcookie=0x7 set with no cookie length`},
 		{with(func(c *Config) { c.Encap = 7 }), `l2tpv3: encapsulation 7: unknown`},
@@ -249,6 +272,9 @@ func TestHeaderLenOverhead(t *testing.T) {
 		{minimal, 4, 24, 1462},
 		{minimal + ",udp,srcport=1,dstport=1,counter,txcookie=1,rxcookie=1", 16, 44, 1442},
 		{"src=::1,dst=::1,ipv6,txsession=1,udp,srcport=1,dstport=1,cookie64,txcookie=1,rxcookie=1,l2spec=default,offset=2", 22, 70, 1416},
+		// per-direction cookies: the overhead is the longer header's
+		{minimal + ",udp,srcport=1,dstport=1,txcookie64=on,rxcookie64=off,txcookie=1,rxcookie=1", 16, 44, 1442},
+		{minimal + ",udp,srcport=1,dstport=1,txcookie64=off,rxcookie64=on,txcookie=1,rxcookie=1", 12, 44, 1442},
 	}
 	for _, tt := range tests {
 		c, err := ParseOptions(tt.in)

@@ -93,10 +93,11 @@ type LayerDecoding struct {
 	Offset int
 }
 
-// DecodingOf is how packets of c's session are read (the same layout in
-// both directions, so captures of either way decode with it).
+// DecodingOf is how packets c's session receives are read. Sent packets have
+// the same layout unless the cookie lengths differ per direction
+// (txcookie64/rxcookie64): then set CookieLen to c.TxCookieLen for them.
 func DecodingOf(c l2tp.Config) LayerDecoding {
-	return LayerDecoding{Encap: c.Encap, CookieLen: c.CookieLen, L2Spec: c.L2Spec, Offset: c.Offset}
+	return LayerDecoding{Encap: c.Encap, CookieLen: c.RxCookieLen, L2Spec: c.L2Spec, Offset: c.Offset}
 }
 
 // DecoderOf is DecodingOf(c) as a gopacket.Decoder, to decode one L2TPv3

@@ -44,7 +44,7 @@ func layerCases() []layerCase {
 // cut to its length).
 func (lc layerCase) config() l2tp.Config {
 	c := l2tp.Config{Src: "192.0.2.1", Dst: "192.0.2.2", SessionID: 0x10, PeerSessionID: 0x10,
-		CookieLen: lc.cookie, Offset: lc.offset}
+		TxCookieLen: lc.cookie, RxCookieLen: lc.cookie, Offset: lc.offset}
 	if lc.udp {
 		c.Encap, c.SrcPort, c.DstPort = l2tp.EncapUDP, 1701, 1701
 	}
@@ -134,7 +134,7 @@ func TestLayerGolden(t *testing.T) {
 	for _, lc := range layerCases() {
 		t.Run(lc.String(), func(t *testing.T) {
 			c := lc.config()
-			if got := DecodingOf(c); got != (LayerDecoding{c.Encap, c.CookieLen, c.L2Spec, c.Offset}) {
+			if got := DecodingOf(c); got != (LayerDecoding{c.Encap, c.RxCookieLen, c.L2Spec, c.Offset}) {
 				t.Fatalf("LayerDecoding = %+v", got)
 			}
 			for i, pkt := range encapFrames(t, c, frame, 3) {

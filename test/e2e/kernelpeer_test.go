@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/test/guest"
@@ -62,7 +63,10 @@ func TestKernelPeerNative(t *testing.T) {
 // TestSidecarWithKernelPeer: VM A on the sidecar pings a Linux kernel
 // l2tp_eth end (inside a guest, reached through QEMU user networking) set
 // up with the commands l2tp.Config.LinuxPeerCommands prints for the
-// sidecar's options: plain and with 64-bit cookies and sequencing.
+// sidecar's options: plain, with 64-bit cookies and sequencing, and with an
+// 8-byte cookie one way and a 4-byte one the other (txcookie64/rxcookie64:
+// the kernel's cookie and peer_cookie of different lengths). No datagram is
+// dropped as cookie.
 func TestSidecarWithKernelPeer(t *testing.T) {
 	guest.Require(t)
 	cases := []struct {
@@ -71,6 +75,8 @@ func TestSidecarWithKernelPeer(t *testing.T) {
 	}{
 		{"plain", "txsession=2,rxsession=1"},
 		{"cookie64+seq", "txsession=0x20000,rxsession=9,cookie64=on,txcookie=0x5566778899aabbcc,rxcookie=0x0a0b0c0d0e0f1011,seq=both"},
+		{"cookie-tx8-rx4", "txsession=0x31,rxsession=0x32,l2spec=default,txcookie64=on,rxcookie64=off,txcookie=0x1122334455667788,rxcookie=0x99aabbcc"},
+		{"cookie-tx4-rx8", "txsession=0x31,rxsession=0x32,txcookie64=off,rxcookie64=on,txcookie=0x99aabbcc,rxcookie=0x1122334455667788"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -91,7 +97,11 @@ func TestSidecarWithKernelPeer(t *testing.T) {
 			if err := k.Ping("169.254.100.1", 2, pingTimeout); err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("sidecar: %s", sc.counters())
+			c := sc.counters()
+			t.Logf("sidecar: %s", c)
+			if strings.Contains(c, "cookie=") {
+				t.Errorf("cookie drops: %s", c)
+			}
 		})
 	}
 }
