@@ -311,7 +311,8 @@ func TestPortsLifecycle(t *testing.T) {
 	}
 }
 
-// A port whose UDP port is taken is refused with 409, naming the cause.
+// A port whose UDP port and session are taken is refused with 409, naming
+// the cause (another session on the same port joins the tunnel).
 func TestAddPortInUse(t *testing.T) {
 	r := newRig(t)
 	spec, _ := r.spec("p1")
@@ -320,9 +321,37 @@ func TestAddPortInUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	spec2, _ := r.spec("p2")
-	spec2.L2TPv3 = fmt.Sprintf("src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=9,txsession=1", localPort(t, st))
+	spec2.L2TPv3 = fmt.Sprintf("src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=9,txsession=0x20", localPort(t, st))
 	_, err = r.c.AddPort(ctx(t), spec2)
 	wantAPIError(t, err, http.StatusConflict, "address already in use")
+}
+
+// A second port on the same UDP port with another session joins the
+// tunnel: both run, each status names the socket's sessions, and removing
+// one leaves the other running on the socket.
+func TestAddPortJoinsTunnel(t *testing.T) {
+	r := newRig(t)
+	spec, _ := r.spec("p1")
+	st, err := r.c.AddPort(ctx(t), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec2, _ := r.spec("p2")
+	spec2.L2TPv3 = fmt.Sprintf("src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=9,txsession=0x21", localPort(t, st))
+	st2, err := r.c.AddPort(ctx(t), spec2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st2.Socket == nil || fmt.Sprint(st2.Socket.Sessions) != "[32 33]" || st2.Local != st.Local {
+		t.Fatalf("p2 on %s, socket %+v; want sessions [32 33] on %s", st2.Local, st2.Socket, st.Local)
+	}
+	if _, err := r.c.RemovePort(ctx(t), "p2"); err != nil {
+		t.Fatal(err)
+	}
+	st, err = r.c.Port(ctx(t), "p1")
+	if err != nil || st.State != backend.PortRunning || st.Socket != nil {
+		t.Fatalf("p1 after p2 left: %+v, %v", st, err)
+	}
 }
 
 // Raw HTTP: unknown JSON fields and unknown endpoints are refused with a

@@ -311,6 +311,9 @@ type PortStatus struct {
 	Peer      string             `json:"peer"`
 	Session   l2tp.StatsSnapshot `json:"session"`
 	Capture   *capture.Status    `json:"capture,omitempty"` // a running capture
+	// Socket is the shared tunnel the session is on, when other sessions
+	// share its socket: their IDs and what belongs to none (unknown session).
+	Socket *l2tp.SocketStatus `json:"socket,omitempty"`
 
 	InnerMTU int                `json:"inner_mtu,omitempty"` // what the underlay MTU carries whole
 	Underlay *l2tp.Underlay     `json:"underlay,omitempty"`  // the underlay MTU and its source
@@ -334,6 +337,10 @@ func (p *Port) Status() PortStatus {
 	st.Local, st.Peer = p.tun.LocalAddr(), p.tun.PeerAddr()
 	st.Session = p.tun.Stats().Snapshot()
 	st.Capture = p.CaptureStatus()
+	if p.tun.Sessions() > 1 {
+		sock := p.tun.Socket()
+		st.Socket = &sock
+	}
 	u := p.tun.Underlay()
 	st.InnerMTU, st.Underlay = p.tun.InnerMTU(), &u
 	st.Ring = p.pump.Occupancy()
@@ -366,8 +373,25 @@ func logDrops(ctx context.Context, log *slog.Logger, tun *l2tp.Tunnel, every tim
 			}
 		}
 		logAboveMTU(log, tun, cur.AboveMTU-prev.AboveMTU, cur.AboveMTU)
+		logSocketDrops(log, tun, every)
 		logSendPath(log, prev, cur)
 		prev = cur
+	}
+}
+
+// logSocketDrops logs, once per interval for all the sessions of a shared
+// tunnel (whichever port's logger comes first), what its socket dropped
+// that belongs to no session: unknown sessions, truncation, kernel drops.
+func logSocketDrops(log *slog.Logger, tun *l2tp.Tunnel, every time.Duration) {
+	prev, cur, ok := tun.SocketDropsDue(every)
+	if !ok {
+		return
+	}
+	for d := range l2tp.Drop(l2tp.NumDrops) {
+		if n := cur.Drops[d] - prev.Drops[d]; n > 0 {
+			log.Warn("shared tunnel dropped packets of no session on it", "local", tun.LocalAddr(),
+				"reason", d.String(), "count", n, "total", cur.Drops[d])
+		}
 	}
 }
 

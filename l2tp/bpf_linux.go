@@ -35,17 +35,8 @@ func sessionFilter(session uint32, ipv6 bool) []bpf.Instruction {
 // have queued (any protocol-115 packet of the host), so that from the bind
 // on the port sees only its own session.
 func attachSessionFilter(fd int, c Config) error {
-	raw, err := bpf.Assemble(sessionFilter(c.SessionID, c.IPv6))
-	if err != nil {
-		return fmt.Errorf("l2tpv3: session filter: %w", err)
-	}
-	prog := make([]unix.SockFilter, len(raw))
-	for i, r := range raw {
-		prog[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
-	}
-	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: unsafe.SliceData(prog)}
-	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
-		return fmt.Errorf("l2tpv3: setsockopt SO_ATTACH_FILTER (session %d): %w", c.SessionID, err)
+	if err := attachFilter(fd, sessionFilter(c.SessionID, c.IPv6), []uint32{c.SessionID}); err != nil {
+		return err
 	}
 	// Bounded: packets of our own session keep passing the filter, and a
 	// 4 MiB receive buffer holds at most a few thousand small packets.
@@ -61,3 +52,21 @@ func attachSessionFilter(fd int, c Config) error {
 // maxQueuedBeforeFilter bounds the packets discarded after the filter is
 // attached: more than the receive buffer (sockBufSize) can queue.
 const maxQueuedBeforeFilter = 1 << 14
+
+// attachFilter attaches (or replaces) the socket filter prog, which passes
+// the sessions ids.
+func attachFilter(fd int, prog []bpf.Instruction, ids []uint32) error {
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return fmt.Errorf("l2tpv3: session filter: %w", err)
+	}
+	fp := make([]unix.SockFilter, len(raw))
+	for i, r := range raw {
+		fp[i] = unix.SockFilter{Code: r.Op, Jt: r.Jt, Jf: r.Jf, K: r.K}
+	}
+	fprog := unix.SockFprog{Len: uint16(len(fp)), Filter: unsafe.SliceData(fp)}
+	if err := unix.SetsockoptSockFprog(fd, unix.SOL_SOCKET, unix.SO_ATTACH_FILTER, &fprog); err != nil {
+		return fmt.Errorf("l2tpv3: setsockopt SO_ATTACH_FILTER (sessions %v): %w", ids, err)
+	}
+	return nil
+}

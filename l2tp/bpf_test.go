@@ -91,8 +91,9 @@ func TestSessionFilterLogic(t *testing.T) {
 }
 
 // TestIPEncapPortsSeeOnlyTheirSession: four IP-encapsulation tunnels on
-// one loopback address (A ↔ B, D → C), IPv4 and IPv6, each receive only
-// their own session. A sends 200 frames to B; then D sends one to C and B
+// one loopback address (A ↔ B, D → C), IPv4 and IPv6, sessions of one
+// shared socket whose filter passes the four, each receive only their own
+// session. A sends 200 frames to B; then D sends one to C and B
 // one to A: once C and A have those, their sockets have been through
 // everything queued before them, and no tunnel may have counted another's
 // packets (session drops).
@@ -107,19 +108,13 @@ func TestIPEncapPortsSeeOnlyTheirSession(t *testing.T) {
 func onlyTheirSession(t *testing.T, addr string) {
 	base := 0x7000 + rand.Uint32N(1<<20)
 	open := func(tx, rx uint32) *Tunnel {
-		c, err := ParseOptions(fmt.Sprintf("src=%s,dst=%s,ipv6=%s,txsession=%#x,rxsession=%#x",
+		return openTunnel(t, fmt.Sprintf("src=%s,dst=%s,ipv6=%s,txsession=%#x,rxsession=%#x",
 			addr, addr, onOff(addr == "::1"), base+tx, base+rx))
-		if err != nil {
-			t.Fatal(err)
-		}
-		tun, err := Open(c, TunnelOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { tun.Close() })
-		return tun
 	}
 	a, b, c, d := open(2, 1), open(1, 2), open(9, 3), open(3, 4)
+	if a.Sessions() != 4 {
+		t.Fatalf("%d sessions on the socket, want 4", a.Sessions())
+	}
 	const n = 200
 	for i := range n {
 		send(t, a, frameOf(i, 60))

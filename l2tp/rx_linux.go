@@ -1,9 +1,11 @@
 package l2tp
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"syscall"
 	"time"
 	"unsafe"
@@ -111,17 +113,25 @@ func (r *rxRing) recv(fd uintptr) bool {
 // until the next ReadFrames call. len(frames) may be less than BatchSize.
 // It returns net.ErrClosed after Close. Only one goroutine may call it.
 func (t *Tunnel) ReadFrames(frames [][]byte) (int, error) {
-	r := t.rx
-	want := min(len(frames), len(r.msgs))
-	if want == 0 {
+	if len(frames) == 0 {
 		return 0, fmt.Errorf("l2tpv3: ReadFrames: len(frames) is 0")
 	}
+	r := t.rx
+	if r == nil || r.next >= r.got {
+		if q := t.q.Load(); q != nil { // the socket is shared: read this session's queue
+			return t.readQueued(q, frames)
+		}
+	}
+	want := min(len(frames), len(r.msgs))
 	if r.next < r.got { // the rest of a coalesced batch
 		return r.deliver(frames[:want]), nil
 	}
 	for {
 		if t.closed.Load() {
 			return 0, net.ErrClosed
+		}
+		if q := t.q.Load(); q != nil {
+			return t.readQueued(q, frames)
 		}
 		for i := range want {
 			h := &r.msgs[i].Hdr
@@ -133,6 +143,9 @@ func (t *Tunnel) ReadFrames(frames [][]byte) (int, error) {
 		if err := r.rc.Read(r.readFn); err != nil {
 			if t.closed.Load() {
 				return 0, net.ErrClosed
+			}
+			if errors.Is(err, os.ErrDeadlineExceeded) && t.q.Load() != nil {
+				continue // a second session joined: the queue from now on
 			}
 			return 0, fmt.Errorf("l2tpv3: recvmmsg %s: %w", t.local, err)
 		}
@@ -186,20 +199,10 @@ func (r *rxRing) deliver(frames [][]byte) int {
 // admit checks message i as a whole (kernel drop count, truncation,
 // source) and sets its segment size; false: dropped and counted.
 func (r *rxRing) admit(i int) bool {
+	if !r.admitWhole(i) {
+		return false
+	}
 	m := &r.msgs[i]
-	seg := r.control(i)
-	if m.Hdr.Flags&unix.MSG_TRUNC != 0 {
-		r.stats.rxDrops[DropTruncated].Add(1)
-		return false
-	}
-	if m.Len == 0 {
-		r.stats.rxDrops[DropMalformed].Add(1)
-		return false
-	}
-	r.seg = int(m.Len)
-	if seg > 0 && seg < r.seg {
-		r.seg = seg
-	}
 	r.stranger = false
 	if (r.pin || r.learn) && !r.peer.matches(&r.names[i], m.Hdr.Namelen, r.pinPort) {
 		if r.learn {

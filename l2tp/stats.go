@@ -51,15 +51,19 @@ const (
 	// DropImpairLimit: the impairment delay line was full and its spec set
 	// limit (drop rather than hold the sender back).
 	DropImpairLimit
+	// DropVMSlow: the session's VM did not take frames while other
+	// sessions of its shared tunnel kept the socket busy, and its queue
+	// was full.
+	DropVMSlow
 )
 
 // NumDrops is the number of Drop reasons; StatsSnapshot.Drops is indexed by Drop.
-const NumDrops = int(DropImpairLimit) + 1
+const NumDrops = int(DropVMSlow) + 1
 
 // dropNames are the counter names, as metrics and logs print them.
 var dropNames = [NumDrops]string{"session", "cookie", "sequence", "truncated",
 	"source", "malformed", "control", "oversize", "send_error", "vm_down", "kernel",
-	"link_down", "impair_loss", "impair_rate", "impair_limit"}
+	"link_down", "impair_loss", "impair_rate", "impair_limit", "vm_slow"}
 
 // String returns the reason's counter name ("session", "send_error", …).
 func (d Drop) String() string {

@@ -11,7 +11,7 @@ import (
 // TestDropNames pins the counter names metrics and logs use.
 func TestDropNames(t *testing.T) {
 	want := []string{"session", "cookie", "sequence", "truncated", "source", "malformed",
-		"control", "oversize", "send_error", "vm_down", "kernel", "link_down", "impair_loss", "impair_rate", "impair_limit"}
+		"control", "oversize", "send_error", "vm_down", "kernel", "link_down", "impair_loss", "impair_rate", "impair_limit", "vm_slow"}
 	if len(want) != NumDrops {
 		t.Fatalf("NumDrops = %d", NumDrops)
 	}

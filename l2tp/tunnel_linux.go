@@ -34,7 +34,8 @@ type TunnelOptions struct {
 	recvBuf int
 }
 
-// Tunnel is one static L2TPv3 Ethernet pseudowire on its own socket: the
+// Tunnel is one static L2TPv3 Ethernet pseudowire (a session) on a socket
+// of its own or one it shares with other sessions (shared_linux.go): the
 // VM-facing code reads decapsulated frames from it and writes frames to be
 // encapsulated. One goroutine may call ReadFrames while another calls
 // WriteFrames; the two directions share no lock and no mutable state.
@@ -46,13 +47,17 @@ type Tunnel struct {
 	peer   string
 	stats  *Stats
 	ul     Underlay
-	route  int // the route's MTU when opened, 0 if unknown
-	f      *os.File
+	route  int      // the route's MTU when opened, 0 if unknown
+	f      *os.File // this session's descriptor of the socket
 	closed atomic.Bool
-	rx     *rxRing    // owned by the ReadFrames goroutine
-	tx     *txQueue   // queue 0, owned by the WriteFrames goroutine
-	multi  *senderSet // what its send queues share; Senders closed with it
-	box    *peerBox   // the current peer (learned, re-resolved)
+	sock   *sharedSock                  // the socket, perhaps shared with other sessions
+	q      atomic.Pointer[sessionQueue] // set once the socket is demultiplexed
+	dec    *Decoder                     // the demultiplexer's decoder for this session
+	pin    sockaddr                     // the peer the demultiplexer pins to
+	rx     *rxRing                      // owned by the ReadFrames goroutine (reading alone)
+	tx     *txQueue                     // queue 0, owned by the WriteFrames goroutine
+	multi  *senderSet                   // what its send queues share; Senders closed with it
+	box    *peerBox                     // the current peer (learned, re-resolved)
 	onMove func(to netip.AddrPort)
 	done   chan struct{} // closed by Close: stops the re-resolver
 }
@@ -81,34 +86,43 @@ func Open(cfg Config, opt TunnelOptions) (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	fd, local, err := openSocket(cfg, &ep)
+	sock, err := acquireSock(cfg, &ep, batch, bufSize)
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), "l2tpv3:"+socketName(cfg))
-	rc, err := f.SyscallConn()
+	f, rc, err := sock.dup()
 	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("l2tpv3: socket %s: %w", socketName(cfg), err)
+		sock.abandon()
+		return nil, err
 	}
 	udp := cfg.Encap == EncapUDP
 	t := &Tunnel{
 		cfg:    cfg,
 		batch:  batch,
 		hl:     cfg.HeaderLen(),
-		local:  addrString(local, udp),
+		local:  addrString(sock.local, udp),
 		peer:   addrString(ep.peer.ap, udp),
 		stats:  new(Stats),
 		f:      f,
+		sock:   sock,
+		pin:    ep.peer,
 		multi:  new(senderSet),
 		box:    &peerBox{addr: ep.peer},
 		onMove: opt.OnPeerMove,
 		done:   make(chan struct{}),
 	}
+	t.dec = NewDecoder(cfg, t.stats)
 	t.ul, t.route = underlayFor(cfg, ep.peer)
-	t.rx = newRxRing(cfg, batch, bufSize, rc, ep.peer, t.stats)
 	t.tx = t.newQueue(rc, f, ep.peer)
-	t.rx.box, t.rx.onMove = t.box, t.onMove
+	err = sock.join(t, func() {
+		t.rx = newRxRing(cfg, batch, bufSize, rc, ep.peer, t.stats)
+		t.rx.box, t.rx.onMove = t.box, t.onMove
+	})
+	if err != nil {
+		f.Close()
+		sock.abandon()
+		return nil, err
+	}
 	if _, err := netip.ParseAddr(cfg.Dst); err != nil {
 		t.box.resolve = make(chan struct{}, 1)
 		go t.reresolve(t.done)
@@ -161,5 +175,7 @@ func (t *Tunnel) Close() error {
 	}
 	t.closeSenders()
 	close(t.done)
-	return t.f.Close()
+	err := t.f.Close()
+	t.sock.leave(t)
+	return err
 }
