@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os/exec"
@@ -74,30 +73,8 @@ func TestMigrateAcrossHosts(t *testing.T) {
 	}
 	src.MustRun("ping -i 0.1 169.254.103.3 >/tmp/mig.log 2>&1 &", pingTimeout)
 
-	incoming := filepath.Join(dir, "incoming.sock")
-	dstOpts := srcOpts
-	dstOpts.Args = append(vhostUserNIC(sockB, 1, 1), "-incoming", "unix:"+incoming)
-	dst := guest.Start(t, dstOpts)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cs := dialQMP(ctx, t, src)
-	defer cs.Close()
-	cd := dialQMP(ctx, t, dst)
-	defer cd.Close()
 	time.Sleep(2 * time.Second)
-
-	start := time.Now()
-	if _, err := cs.Execute(ctx, "migrate", map[string]any{"uri": "unix:" + incoming}); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	st := waitMigration(ctx, t, cs)
-	t.Logf("migration completed in %v: %s", time.Since(start).Round(time.Millisecond), st)
-	cs.Execute(ctx, "quit", nil)
-	select {
-	case <-src.Done():
-	case <-time.After(10 * time.Second):
-		t.Fatal("the source QEMU did not quit")
-	}
+	dst := migrateVM(t, src, srcOpts, vhostUserNIC(sockB, 1, 1))
 	time.Sleep(3 * time.Second)
 
 	out := dst.MustRun("killall -INT ping; sleep 1; cat /tmp/mig.log", pingTimeout)
