@@ -49,7 +49,8 @@ func openTestPort(t *testing.T, spec PortSpec, extra string, log *testlog.Buffer
 }
 
 // TestPortOffersInnerMTU: a vhost-user port without mtu= offers the inner
-// MTU of its underlay (underlay-mtu=, else loopback's route); one with a
+// MTU of its underlay (underlay-mtu=, else loopback's route; 4 less with
+// vlan=on); one with a
 // larger mtu= offers it and warns once, naming both numbers. The status
 // reports the inner MTU and where the underlay's came from.
 func TestPortOffersInnerMTU(t *testing.T) {
@@ -63,6 +64,7 @@ func TestPortOffersInnerMTU(t *testing.T) {
 		{"", ",underlay-mtu=1280", 1230, 1230, l2tp.Underlay{MTU: 1280, From: "underlay-mtu"}, ""},
 		{"", ",l2spec=default,underlay-mtu=1500", 1446, 1446, l2tp.Underlay{MTU: 1500, From: "underlay-mtu"}, ""},
 		{"", "", 65485, 65485, l2tp.Underlay{MTU: 65535, From: "route"}, ""},
+		{"", ",underlay-mtu=1500,vlan=on", 1446, 1446, l2tp.Underlay{MTU: 1500, From: "underlay-mtu"}, ""},
 		{",mtu=9000", ",underlay-mtu=1500", 9000, 1450, l2tp.Underlay{MTU: 1500, From: "underlay-mtu"},
 			"mtu=9000 inner_mtu=1450 underlay_mtu=1500 underlay_mtu_from=underlay-mtu oversize=fragment"},
 		{",mtu=1400", ",underlay-mtu=1500,oversize=drop", 1400, 1450, l2tp.Underlay{MTU: 1500, From: "underlay-mtu"}, ""},

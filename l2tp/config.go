@@ -152,7 +152,14 @@ type Config struct {
 	// Oversize is what happens to a frame above the underlay MTU; the
 	// default, OversizeFragment, is QEMU's behaviour.
 	Oversize Oversize
+	// VLAN (vlan=on) leaves room for one 802.1Q tag in the inner MTU
+	// offered to the VM: a guest that tags its frames itself still fits
+	// the underlay whole. The frames are carried as they come either way.
+	VLAN bool
 }
+
+// vlanTagLen is the bytes one 802.1Q tag adds to an Ethernet frame.
+const vlanTagLen = 4
 
 // MaxOffset is the largest Offset accepted (QEMU never bounded it).
 const MaxOffset = 256
@@ -355,8 +362,15 @@ func (c Config) Overhead() int {
 
 // InnerMTU is the largest Ethernet MTU (frame without its 14-byte header)
 // whose frames, encapsulated, fit an underlay of MTU underlay whole:
-// underlay - Overhead() - 14, e.g. 1450 for UDP/IPv4 on 1500.
-func (c Config) InnerMTU(underlay int) int { return underlay - c.Overhead() - 14 }
+// underlay - Overhead() - 14, e.g. 1450 for UDP/IPv4 on 1500; with VLAN, 4
+// less for the 802.1Q tag the guest may add (1446).
+func (c Config) InnerMTU(underlay int) int {
+	n := underlay - c.Overhead() - ethHeaderLen
+	if c.VLAN {
+		n -= vlanTagLen
+	}
+	return n
+}
 
 // outerHeaders is the IP and UDP header bytes in front of the L2TPv3 header:
 // the IP header (20 or 40) and the UDP header (8, with udp).

@@ -48,6 +48,9 @@ const optionHelp = `L2TPv3 option string (QEMU's -netdev l2tpv3 keys, comma-sepa
                     fragment sends it, the outer packet fragmenting (as QEMU; IPv4 without
                     DF); drop drops it and sets DF (IPv6: no local fragmentation either).
                     Counted either way (above_mtu)                  default fragment
+  vlan=on|off       the inner MTU leaves room for one 802.1Q tag (4 bytes) for a guest
+                    that tags its own frames: 1446 instead of 1450 on UDP/IPv4 1500
+                                                                      default off
   id=NAME           accepted and ignored (QEMU's netdev id)
 
 Numbers: decimal or 0x hex; a leading 0 is refused (QEMU reads octal). Booleans:

@@ -32,7 +32,7 @@ var optKinds = map[string]optKind{
 	"txcookie64": kindBool, "rxcookie64": kindBool,
 	"counter": kindBool, "pincounter": kindBool, "offset": kindOffset,
 	"l2spec": kindL2Spec, "seq": kindSeq, "pinpeer": kindBool, "peer-learning": kindBool,
-	"underlay-mtu": kindMTU, "oversize": kindOversize,
+	"underlay-mtu": kindMTU, "oversize": kindOversize, "vlan": kindBool,
 }
 
 // optValue is one parsed key: its raw text and its value in the kind's type.
@@ -68,6 +68,8 @@ func (o options) on(key string) bool { return o[key].on }
 //   - underlay-mtu=N (576..65535; default: the route's MTU, probed when the
 //     tunnel opens) and oversize=fragment|drop (default fragment), for
 //     frames whose encapsulated datagram is larger than the underlay MTU.
+//   - vlan=on|off (default off): the inner MTU leaves room for one 802.1Q
+//     tag.
 //
 // Required: src, dst, txsession; with udp=on also srcport and dstport
 // (decimal 1..65535, no service names), which are refused without it.
@@ -136,6 +138,7 @@ func ParseOptions(s string) (Config, error) {
 		c.PinPeer = err == nil
 	}
 	c.LearnPeer = o.on("peer-learning")
+	c.VLAN = o.on("vlan")
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -245,7 +248,7 @@ func splitOptions(s string) (options, error) {
 
 // String renders c as a canonical option string that ParseOptions reads back
 // to the same Config: every setting spelled out, numbers in hex, pinpeer
-// explicit; underlay-mtu and oversize only when not the defaults. QEMU
+// explicit; underlay-mtu, oversize and vlan only when not the defaults. QEMU
 // reads the QEMU keys in it (not l2spec, seq, pinpeer, underlay-mtu,
 // oversize).
 func (c Config) String() string {
@@ -293,6 +296,9 @@ func (c Config) String() string {
 	}
 	if c.Oversize != OversizeFragment {
 		b.WriteString(",oversize=" + c.Oversize.String())
+	}
+	if c.VLAN {
+		b.WriteString(",vlan=on")
 	}
 	return b.String()
 }

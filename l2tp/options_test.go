@@ -87,6 +87,8 @@ func TestParseOptionsAccepts(t *testing.T) {
 		{minimal + ",offset=0x10", with(func(c *Config) { c.Offset = 16 })},
 		{minimal + ",offset=0", base},
 		{minimal + ",pinpeer=off", with(func(c *Config) { c.PinPeer = false })},
+		{minimal + ",vlan", with(func(c *Config) { c.VLAN = true })},
+		{minimal + ",vlan=off", base},
 		{"src=192.0.2.1,dst=peer.example,txsession=0x10", with(func(c *Config) { c.Dst, c.PinPeer = "peer.example", false })},
 		{"src=192.0.2.1,dst=peer.example,txsession=0x10,pinpeer", with(func(c *Config) { c.Dst = "peer.example" })},
 		{"src=192.0.2.1,dst=peer.example,txsession=0x10,udp,srcport=1,dstport=65535,pinpeer=on",
@@ -225,8 +227,8 @@ func TestConfigString(t *testing.T) {
 	if back, err := ParseOptions(want); err != nil || back != c {
 		t.Fatalf("ParseOptions(String()) = %+v, %v; want %+v", back, err, c)
 	}
-	c = with(func(c *Config) { c.UnderlayMTU, c.Oversize = 9000, OversizeDrop })
-	want = "src=192.0.2.1,dst=198.51.100.7,txsession=0x10,rxsession=0x10,l2spec=none,pinpeer=on,underlay-mtu=9000,oversize=drop"
+	c = with(func(c *Config) { c.UnderlayMTU, c.Oversize, c.VLAN = 9000, OversizeDrop, true })
+	want = "src=192.0.2.1,dst=198.51.100.7,txsession=0x10,rxsession=0x10,l2spec=none,pinpeer=on,underlay-mtu=9000,oversize=drop,vlan=on"
 	if got := c.String(); got != want {
 		t.Fatalf("String()\n got %s\nwant %s", got, want)
 	}
@@ -275,14 +277,19 @@ func TestHeaderLenOverhead(t *testing.T) {
 		// per-direction cookies: the overhead is the longer header's
 		{minimal + ",udp,srcport=1,dstport=1,txcookie64=on,rxcookie64=off,txcookie=1,rxcookie=1", 16, 44, 1442},
 		{minimal + ",udp,srcport=1,dstport=1,txcookie64=off,rxcookie64=on,txcookie=1,rxcookie=1", 12, 44, 1442},
+		// vlan=on: room for one 802.1Q tag, the overhead unchanged
+		{minimal + ",udp,srcport=1,dstport=1,vlan=on", 8, 36, 1446},
+		{minimal + ",udp,srcport=1,dstport=1,l2spec=default,vlan=on", 12, 40, 1442},
+		{"src=::1,dst=::2,ipv6=on,txsession=1,vlan", 4, 44, 1438},
 	}
 	for _, tt := range tests {
 		c, err := ParseOptions(tt.in)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.HeaderLen() != tt.hdr || c.Overhead() != tt.overhead || 1500-c.Overhead()-14 != tt.innerMTU {
-			t.Errorf("%s: HeaderLen %d Overhead %d, want %d %d", tt.in, c.HeaderLen(), c.Overhead(), tt.hdr, tt.overhead)
+		if c.HeaderLen() != tt.hdr || c.Overhead() != tt.overhead || c.InnerMTU(1500) != tt.innerMTU {
+			t.Errorf("%s: HeaderLen %d Overhead %d InnerMTU %d, want %d %d %d", tt.in, c.HeaderLen(), c.Overhead(), c.InnerMTU(1500),
+				tt.hdr, tt.overhead, tt.innerMTU)
 		}
 	}
 }
