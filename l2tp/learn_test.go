@@ -202,3 +202,25 @@ func TestPeerLearningAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per batch with peer learning on", n)
 	}
 }
+
+// TestPeerLearningMovesSenders: a Sender made before the move (a
+// multiqueue VM's second queue pair) sends to the learned peer too.
+func TestPeerLearningMovesSenders(t *testing.T) {
+	r := newLearnRig(t, "", "0xb2")
+	s, err := r.a.NewSender()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ga, g2 := countFrames(r.a), countFrames(r.b2)
+	sendN(t, r.b2, 1)
+	if got := ga.waitFor(1); got != 1 {
+		t.Fatal("A did not get B2's frame")
+	}
+	bufs, sizes := [][]byte{make([]byte, s.Headroom()+100)}, []int{100}
+	if err := s.WriteFrames(bufs, sizes, s.Headroom()); err != nil {
+		t.Fatal(err)
+	}
+	if got := g2.waitFor(1); got != 1 {
+		t.Fatalf("B2 got %d frames from A's second sender after the move, want 1", got)
+	}
+}
