@@ -3,6 +3,8 @@
 // scrape metrics, plus a Client for it. It reads and changes the ports
 // (backend.Ports, which also records the ports that could not start) and
 // owns no state of its own.
+//
+// It may import backend and what backend builds on; never cmd or plug.
 package admin
 
 import (

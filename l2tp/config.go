@@ -2,6 +2,9 @@
 // configuration (parsed from QEMU's -netdev l2tpv3 option string), the data
 // header (RFC 3931 / RFC 4719) with its sequencing, the batched UDP and raw IP
 // socket, and the per-session counters. It knows nothing of the VM side.
+//
+// It imports no sibling package (the gopacket layer for captures is in
+// l2tp/l2tplayer, for tests and tools).
 package l2tp
 
 import (

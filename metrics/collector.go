@@ -1,5 +1,7 @@
 // Package metrics exports the ports' counters to Prometheus. The Collector
 // reads the ports' status at scrape time: nothing is added to the data path.
+//
+// It may import backend and what backend builds on; never admin or cmd.
 package metrics
 
 import (

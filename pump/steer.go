@@ -3,8 +3,6 @@ package pump
 import (
 	"encoding/binary"
 	"errors"
-
-	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser"
 )
 
 // rxQueue is a VM port that is one of several queue pairs the front end may
@@ -14,8 +12,9 @@ type rxQueue interface {
 	// RXEnabled reports whether the front end has the RX ring enabled.
 	RXEnabled() bool
 	// DeliverFrames is WriteFrames that, instead of waiting while the RX
-	// ring is disabled, returns the frames delivered so far and
-	// vhostuser.ErrRXDisabled; any other error means the port is gone.
+	// ring is disabled, returns the frames delivered so far and an error
+	// with a RXDisabled() method that says true (vhostuser.ErrRXDisabled);
+	// any other error means the port is gone.
 	DeliverFrames(frames [][]byte) (int, error)
 }
 
@@ -94,7 +93,7 @@ func (s *steerer) deliverSteered(p *Pump, set *portSet, q int, frames [][]byte) 
 		// Decide on the error, not on the ring's state now: the guest may
 		// have enabled the ring again since, and that does not make the
 		// port dead.
-		if !errors.Is(err, vhostuser.ErrRXDisabled) { // the VM went away
+		if !isRXDisabled(err) { // the VM went away
 			set.ports[q].port.Close()
 			p.vmDown(len(frames))
 			return
@@ -165,4 +164,11 @@ func mix(h, v uint64) uint64 {
 	h ^= v
 	h *= 0x9e3779b97f4a7c15
 	return h ^ h>>29
+}
+
+// isRXDisabled reports whether a DeliverFrames error says the ring is
+// disabled rather than gone (see rxQueue).
+func isRXDisabled(err error) bool {
+	var d interface{ RXDisabled() bool }
+	return errors.As(err, &d) && d.RXDisabled()
 }

@@ -2,6 +2,8 @@
 // side with flush-on-peer-ready backpressure in both directions, steering
 // over queue pairs. It knows only the two interfaces below: front ends and
 // tunnels implement them, and the pump imports neither.
+//
+// It may import l2tp (drop reasons only) and impair; nothing above it.
 package pump
 
 // VMPort is the VM side of one queue pair: a -netdev stream connection or a

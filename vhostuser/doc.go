@@ -28,4 +28,7 @@
 //
 // The ring indexes are little-endian u16 fields accessed through 32-bit atomics on their
 // aligned words, so the package supports little-endian hosts only.
+//
+// It imports no sibling package and serves connections it is handed (Server.ServeConn):
+// listening, dialling and who may connect are package frontend's.
 package vhostuser

@@ -199,8 +199,18 @@ func (q *QueuePair) WriteFrames(frames [][]byte) error {
 }
 
 // ErrRXDisabled is returned by DeliverFrames when the front end has disabled the pair's RX
-// ring (a multiqueue guest that uses fewer queue pairs than the device offers).
-var ErrRXDisabled = errors.New("vhostuser: RX ring disabled by the front end")
+// ring (a multiqueue guest that uses fewer queue pairs than the device offers). Its
+// RXDisabled method lets callers that do not import this package recognise it.
+var ErrRXDisabled error = rxDisabledError{}
+
+// rxDisabledError is ErrRXDisabled's type.
+type rxDisabledError struct{}
+
+// Error says what happened.
+func (rxDisabledError) Error() string { return "vhostuser: RX ring disabled by the front end" }
+
+// RXDisabled is true: the frames were not taken because the ring is disabled.
+func (rxDisabledError) RXDisabled() bool { return true }
 
 // DeliverFrames is WriteFrames for a caller that spreads frames over several queue pairs:
 // it waits for RX buffers like WriteFrames, but when it finds the RX ring disabled it

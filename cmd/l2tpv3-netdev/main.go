@@ -1,10 +1,3 @@
-// Command l2tpv3-netdev is a QEMU network back end in a process of its own:
-// it takes a VM's NIC over QEMU's -netdev stream socket (or vhost-user) and
-// carries its Ethernet frames in a static L2TPv3 pseudowire.
-//
-// With no subcommand it is the daemon; `l2tpv3-netdev SUBCOMMAND ...` runs
-// one of the subcommands below instead (a client of a running daemon, or a
-// helper that prints configuration).
 package main
 
 import (
