@@ -120,9 +120,10 @@ func ListenVhostUser(a VhostUserAddr, batch int, log *slog.Logger) (*VhostUser, 
 // Queues is the number of queue pairs offered (queues=).
 func (v *VhostUser) Queues() int { return max(v.addr.Queues, 1) }
 
-// Run serves QEMU's vhost-user connections, one at a time, attaching each
-// started queue pair to p, until ctx ends or Close is called (nil) or a
-// queue pair's network side fails (that error).
+// Run serves QEMU's vhost-user connections (two at once during a
+// migration's hand-over, see handOver), attaching each started queue pair
+// to p, until ctx ends or Close is called (nil) or a queue pair's network
+// side fails (that error).
 func (v *VhostUser) Run(ctx context.Context, p *pump.Pump) error {
 	v.pump = p
 	err := v.l.serve(ctx, func(c net.Conn) error {
