@@ -28,6 +28,13 @@ const descSize = 16
 // 32768 descriptors.
 const maxChainDescs = 256
 
+// maxWalk bounds the descriptors one ReadFrames or WriteFrames batch reads under the ring
+// lock, so that whatever the guest posts, the control goroutine (GET_VRING_BASE,
+// SET_MEM_TABLE) waits for at most one such batch (16 us here): a batch stops once it has
+// read this many and the call takes the lock again. A frame never needs more than
+// maxChainDescs, so every batch makes progress.
+const maxWalk = 2048
+
 // desc is one descriptor copied out of guest memory, so that the guest changing it while
 // we look cannot make us see two different values.
 type desc struct {

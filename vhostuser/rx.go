@@ -1,12 +1,5 @@
 package vhostuser
 
-// maxWalk bounds the descriptors one ReadFrames or WriteFrames batch reads under the ring
-// lock, so that whatever the guest posts, the control goroutine (GET_VRING_BASE,
-// SET_MEM_TABLE) waits for at most one such batch: a batch stops once it has read this
-// many and the call takes the lock again. A frame never needs more than maxChainDescs, so
-// every batch makes progress.
-const maxWalk = 2048
-
 // seg is one device-writable piece of a receive buffer, already checked against guest memory.
 type seg struct {
 	addr uint64
