@@ -69,8 +69,8 @@ type sharedSock struct {
 	demuxing bool // the demultiplexer runs (sticky until the socket closes)
 	closed   bool
 
-	sessions atomic.Pointer[map[uint32]*Tunnel] // what the demultiplexer reads
-	count    atomic.Int32                       // sessions now
+	sessions atomic.Pointer[sessionTable] // what the demultiplexer reads
+	count    atomic.Int32                 // sessions now
 
 	logMu   sync.Mutex
 	logPrev StatsSnapshot
@@ -251,15 +251,42 @@ func (s *sharedSock) ids() []uint32 {
 // publish hands the demultiplexer the current sessions and wakes a
 // producer waiting on a full queue, so that it sees the new count.
 func (s *sharedSock) publish() {
-	m := make(map[uint32]*Tunnel, len(s.members))
-	for id, t := range s.members {
-		m[id] = t
+	ids := s.ids()
+	sortIDs(ids)
+	tab := &sessionTable{ids: ids, tuns: make([]*Tunnel, len(ids))}
+	for i, id := range ids {
+		t := s.members[id]
+		tab.tuns[i] = t
 		if q := t.q.Load(); q != nil {
 			q.signalSpace()
 		}
 	}
-	s.sessions.Store(&m)
+	s.sessions.Store(tab)
 	s.count.Store(int32(len(s.members)))
+}
+
+// sessionTable is the sessions of a socket by ID, immutable once
+// published: sorted IDs, searched in O(log n) without hashing.
+type sessionTable struct {
+	ids  []uint32
+	tuns []*Tunnel
+}
+
+// find returns the session with ID id, nil if none.
+func (tab *sessionTable) find(id uint32) *Tunnel {
+	lo, hi := 0, len(tab.ids)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if tab.ids[m] < id {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo < len(tab.ids) && tab.ids[lo] == id {
+		return tab.tuns[lo]
+	}
+	return nil
 }
 
 // toQueue moves t's receive side to a session queue and wakes its reader
@@ -329,6 +356,8 @@ type demuxer struct {
 	udp     bool
 	strip4  bool
 	touched []*sessionQueue // queues pushed to in this batch (cap bounded)
+	lastID  uint32          // the session of the previous datagram in this batch
+	last    *Tunnel
 }
 
 func newDemuxer(s *sharedSock, r *rxRing) *demuxer {
@@ -369,14 +398,15 @@ func (d *demuxer) read() error {
 // to its session's queue, then wakes the sessions it pushed to.
 func (d *demuxer) dispatch() {
 	r := d.r
-	sessions := *d.s.sessions.Load()
+	tab := d.s.sessions.Load()
+	d.lastID, d.last = 0, nil
 	for i := range r.got {
 		if !r.admitWhole(i) {
 			continue
 		}
 		pkt := r.buf[i*r.slot : i*r.slot+int(r.msgs[i].Len)]
 		for at := 0; at < len(pkt); at += r.seg {
-			d.one(sessions, i, pkt[at:min(at+r.seg, len(pkt))])
+			d.one(tab, i, pkt[at:min(at+r.seg, len(pkt))])
 		}
 	}
 	for _, q := range d.touched {
@@ -387,13 +417,17 @@ func (d *demuxer) dispatch() {
 }
 
 // one demultiplexes one datagram of message i.
-func (d *demuxer) one(sessions map[uint32]*Tunnel, i int, pkt []byte) {
+func (d *demuxer) one(tab *sessionTable, i int, pkt []byte) {
 	id, reason, ok := peekSession(pkt, d.udp, d.strip4)
 	if !ok {
 		d.s.stats.rxDrops[reason].Add(1)
 		return
 	}
-	t := sessions[id]
+	t := d.last
+	if id != d.lastID || t == nil { // runs of one session are the rule (GRO)
+		t = tab.find(id)
+		d.lastID, d.last = id, t
+	}
 	if t == nil {
 		d.s.stats.rxDrops[DropSession].Add(1)
 		return

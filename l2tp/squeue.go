@@ -75,6 +75,14 @@ func (q *sessionQueue) push(frame []byte) bool {
 	n := uint64(len(frame))
 	pos := q.wpos
 	capB := uint64(len(q.buf))
+	if t == q.head.Load() && pos%capB != 0 {
+		// Empty, all released: start over at the beginning of the buffer,
+		// whose cache lines are still warm. The consumer writes freeAt
+		// only when it releases frames, and it holds none until the next
+		// push, so here the producer may reset it.
+		pos += capB - pos%capB
+		q.freeAt.Store(pos)
+	}
 	if off := pos % capB; off+n > capB {
 		pos += capB - off // a frame never wraps: skip to the start
 	}
