@@ -50,7 +50,7 @@ var (
 	descBytes = newDesc("bytes_total",
 		"Ethernet frame bytes carried through the port (without the L2TPv3 header), by direction.", "direction")
 	descDrops = newDesc("drops_total",
-		"Packets dropped by the L2TPv3 session, by reason (session, cookie, sequence, truncated, source, malformed, control, oversize: too big for a datagram or, with oversize=drop, for the underlay MTU; send_error, vm_down, kernel; link_down: the port's link cut in that direction; impair_loss, impair_rate, impair_limit: dropped by impairments: lost on purpose, behind a full rate-limit queue, on a full delay line with limit set).", "reason")
+		"Packets dropped by the L2TPv3 session, by reason (session, cookie, sequence, truncated, source, malformed, control, oversize: too big for a datagram or, with oversize=drop, for the underlay MTU; send_error, vm_down, kernel; link_down: the port's link cut in that direction; impair_loss, impair_rate, impair_limit: dropped by impairments: lost on purpose, behind a full rate-limit queue, on a full delay line with limit set; vm_slow: the VM did not take frames while other sessions of its shared tunnel flowed, and its queue was full).", "reason")
 	descFrontEndDrops = newDesc("frontend_drops_total",
 		"Frames the front end dropped (vhost-user: unusable descriptors), by direction.", "direction")
 	descStalls = newDesc("backpressure_stalls_total",
