@@ -21,17 +21,20 @@ type sharedBench struct {
 	sizes    []int
 }
 
-func newSharedBench(b *testing.B, sessions, size int) *sharedBench {
+func newSharedBench(b *testing.B, sessions, size int, ports bool) *sharedBench {
 	n := max(sessions, 1)
 	p, q := freePort(b, "127.0.0.1"), freePort(b, "127.0.0.1")
 	base := 0x8000 + rand.Uint32N(1<<20)
 	r := &sharedBench{got: make([]atomic.Int64, n), progress: make(chan struct{}, 1)}
 	for i := range n {
+		if ports && i > 0 { // unshared: a port pair of its own
+			p, q = freePort(b, "127.0.0.1"), freePort(b, "127.0.0.1")
+		}
 		mine, theirs := base+uint32(i), base+0x1000+uint32(i)
 		r.s = append(r.s, udpSession(b, p, q, theirs, mine, ""))
 		r.k = append(r.k, udpSession(b, q, p, mine, theirs, ""))
 	}
-	if sessions > 0 && r.s[0].Sessions() != n {
+	if sessions > 0 && !ports && r.s[0].Sessions() != n {
 		b.Fatalf("%d sessions on the socket, want %d", r.s[0].Sessions(), n)
 	}
 	for i := range n {
@@ -121,7 +124,8 @@ func (r *sharedBench) jain(before []int64) float64 {
 // one tunnel over loopback UDP, each session read by its own goroutine.
 // "port" is today's unshared tunnel in the same harness; sessions=1 is a
 // shared socket with one session (it reads the socket itself); 8 and 64
-// go through the demultiplexer and the session queues. window: at most 512
+// go through the demultiplexer and the session queues; ports=8 is eight
+// unshared tunnels on eight ports, the same load spread the old way. window: at most 512
 // frames in flight (lossless: the aggregate rate); flood: the peers send
 // flat out and the sessions' shares of what arrives give the fairness
 // (Jain's index, 1 = equal). One op = one frame.
@@ -133,14 +137,15 @@ func BenchmarkSharedTunnel(b *testing.B) {
 				if sessions == 0 {
 					name = fmt.Sprintf("%s/%dB/port", mode, size)
 				}
-				b.Run(name, func(b *testing.B) { benchShared(b, mode, size, sessions) })
+				b.Run(name, func(b *testing.B) { benchShared(b, mode, size, sessions, false) })
 			}
+			b.Run(fmt.Sprintf("%s/%dB/ports=8", mode, size), func(b *testing.B) { benchShared(b, mode, size, 8, true) })
 		}
 	}
 }
 
-func benchShared(b *testing.B, mode string, size, sessions int) {
-	r := newSharedBench(b, sessions, size)
+func benchShared(b *testing.B, mode string, size, sessions int, ports bool) {
+	r := newSharedBench(b, sessions, size, ports)
 	window := 512
 	if mode == "flood" {
 		window = 0
