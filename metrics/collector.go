@@ -113,12 +113,17 @@ var (
 		"Reorder probability (frames sent at once, ahead of delayed ones).", "direction")
 	descImpairQueued = newDesc("impairment_queued_frames",
 		"Frames waiting in the impairment's delay line now.", "direction")
+	descTunnelSessions = newDesc("tunnel_sessions",
+		"Sessions on the port's socket: 1 alone, more in a shared tunnel (ports with the same local address, encapsulation and UDP port).")
+	descTunnelDrops = newDesc("tunnel_drops_total",
+		"Packets a shared tunnel's socket dropped that belong to none of its sessions (an unknown session, truncated, malformed, kernel), by reason; exported once per socket, on the port with its lowest session ID.", "reason")
 
 	allDescs = []*prometheus.Desc{descLinkUp, descImpairDelay, descImpairJitter, descImpairLoss, descImpairRate,
 		descImpairDuplicate, descImpairCorrupt, descImpairReorder, descImpairQueued, descPackets, descBytes, descDrops, descFrontEndDrops, descStalls,
 		descStallSeconds, descSeqLost, descConnected, descConnections, descProtocolErrors,
 		descRingViolations, descMemoryFaults, descState, descUptime, descInfo, descCaptureActive, descRefusedPeers, descQueueFrames,
-		descRingOccupancy, descAboveMTU, descQueueFull, descGSOFallbacks, descGSOPackets, descNetErrors}
+		descRingOccupancy, descAboveMTU, descQueueFull, descGSOFallbacks, descGSOPackets, descNetErrors,
+		descTunnelSessions, descTunnelDrops}
 )
 
 // states are the values of the port_state metric's state label.
@@ -210,6 +215,26 @@ func collectPort(ch chan<- prometheus.Metric, st backend.PortStatus) {
 	}
 	for _, w := range st.Wires {
 		collectWire(e, w)
+	}
+	collectTunnel(e, st)
+}
+
+// collectTunnel sends the port's socket's session count and, from the
+// port with the socket's lowest session ID only (so that a sum over ports
+// counts each socket once), the drops that belong to no session.
+func collectTunnel(e emitter, st backend.PortStatus) {
+	if st.Socket == nil {
+		if st.State == backend.PortRunning {
+			e.gauge(descTunnelSessions, 1)
+		}
+		return
+	}
+	e.gauge(descTunnelSessions, float64(len(st.Socket.Sessions)))
+	if len(st.Socket.Sessions) == 0 || st.Socket.Sessions[0] != st.SessionID {
+		return
+	}
+	for d := range l2tp.Drop(l2tp.NumDrops) {
+		e.counter(descTunnelDrops, float64(st.Socket.Stats.Drops[d]), d.String())
 	}
 }
 

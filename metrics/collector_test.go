@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -27,8 +28,11 @@ func fakePorts(n *atomic.Uint64) func() []backend.PortStatus {
 		s.AboveMTU = 10 * k
 		s.TxQueueFull, s.GSOFallbacks, s.GSOPackets = 4*k, k, 20*k
 		s.NetErrors[l2tp.NetErrRefused] = 2 * k
+		var sock l2tp.SocketStatus
+		sock.Local, sock.Sessions = "127.0.0.1:1701", []uint32{32, 40}
+		sock.Stats.Drops[l2tp.DropSession] = 3 * k
 		return []backend.PortStatus{
-			{Name: "vm1", SessionID: 32, State: backend.PortRunning, Uptime: 3, Session: s,
+			{Name: "vm1", SessionID: 32, State: backend.PortRunning, Uptime: 3, Session: s, Socket: &sock,
 				Ring: pump.RingOccupancy{ToVM: int64(k), ToNetwork: 64},
 				Wires: []pump.WireStatus{{Direction: "to_network", LinkUp: true, Queued: 7,
 					Impairment: "delay 50ms 10ms distribution normal loss gemodel 1% 25% 100% 0% rate 10000000bit"},
@@ -129,6 +133,35 @@ l2tpv3_netdev_net_errors_total{kind="unreachable",port="vm2",session="33"} 0
 	if err := testutil.CollectAndCompare(c, strings.NewReader(want5), "l2tpv3_netdev_net_errors_total"); err != nil {
 		t.Error(err)
 	}
+	// A shared tunnel (sixth scrape): vm1 has the socket's lowest session,
+	// so the socket's own drops are exported on it, and only there.
+	want6 := `
+# HELP l2tpv3_netdev_tunnel_sessions Sessions on the port's socket: 1 alone, more in a shared tunnel (ports with the same local address, encapsulation and UDP port).
+# TYPE l2tpv3_netdev_tunnel_sessions gauge
+l2tpv3_netdev_tunnel_sessions{port="vm1",session="32"} 2
+`
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want6), "l2tpv3_netdev_tunnel_sessions"); err != nil {
+		t.Error(err)
+	}
+	// Seventh scrape: the socket's drops, on vm1 alone.
+	want7 := "# HELP l2tpv3_netdev_tunnel_drops_total " + descHelp(descTunnelDrops) + "\n# TYPE l2tpv3_netdev_tunnel_drops_total counter\n"
+	for d := range l2tp.Drop(l2tp.NumDrops) {
+		v := 0
+		if d == l2tp.DropSession {
+			v = 21
+		}
+		want7 += fmt.Sprintf("l2tpv3_netdev_tunnel_drops_total{port=\"vm1\",reason=%q,session=\"32\"} %d\n", d.String(), v)
+	}
+	if err := testutil.CollectAndCompare(c, strings.NewReader(want7), "l2tpv3_netdev_tunnel_drops_total"); err != nil {
+		t.Error(err)
+	}
+}
+
+// descHelp is a Desc's help text.
+func descHelp(d *prometheus.Desc) string {
+	s := d.String()
+	i := strings.Index(s, `help: "`) + len(`help: "`)
+	return s[i : i+strings.Index(s[i:], `"`)]
 }
 
 // Every documented family is present for each port.
