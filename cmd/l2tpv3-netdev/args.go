@@ -101,6 +101,9 @@ Subcommands (--admin PATH, default ` + defaultAdminPath + `):
   l2tpv3-netdev plug --qmp unix:QMP --id ID ...   open a port, then hot-plug its NIC into a running VM
   l2tpv3-netdev unplug --qmp unix:QMP --id ID     hot-unplug the NIC, then close its port
   l2tpv3-netdev libvirt-xml --id ID --vhost-user PATH ...   the libvirt <interface> for a port
+  l2tpv3-netdev peer-config --for linux|vyos|qemu --l2tpv3 ...|--config FILE|--port NAME
+                     the far end's configuration: ip l2tp commands, VyOS set
+                     commands (not run on VyOS) or QEMU's -netdev l2tpv3 string
 
 Other flags:
   --batch N          frames per batch in each direction (default 64, 1..1024)

@@ -28,6 +28,7 @@ var subcommands = map[string]subcommand{
 	"libvirt-xml": {libvirtXMLMain, exitUsage},
 	"plug":        {plugMain, 1},
 	"unplug":      {unplugMain, 1},
+	"peer-config": {peerConfigMain, 1},
 }
 
 // main dispatches to a subcommand or runs the daemon.

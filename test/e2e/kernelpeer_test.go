@@ -62,7 +62,7 @@ func TestKernelPeerNative(t *testing.T) {
 
 // TestSidecarWithKernelPeer: VM A on the sidecar pings a Linux kernel
 // l2tp_eth end (inside a guest, reached through QEMU user networking) set
-// up with the commands l2tp.Config.LinuxPeerCommands prints for the
+// up with the commands `l2tpv3-netdev peer-config --for linux` prints for the
 // sidecar's options: plain, with 64-bit cookies and sequencing, and with an
 // 8-byte cookie one way and a 4-byte one the other (txcookie64/rxcookie64:
 // the kernel's cookie and peer_cookie of different lengths). No datagram is

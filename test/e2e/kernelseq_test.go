@@ -1,11 +1,13 @@
 package e2e
 
 import (
-	"errors"
+	"bytes"
 	"fmt"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,7 +17,7 @@ import (
 
 // TestSidecarKernelPeerSeq proves every seq= mode against a real Linux
 // l2tp_eth peer (in a guest) set up with exactly the commands
-// l2tp.Config.LinuxPeerCommands renders for the sidecar's options: none,
+// `l2tpv3-netdev peer-config --for linux` prints for the sidecar's options: none,
 // send and both ping both ways. recv, which the mapping refuses (no kernel
 // setting serves it), is run against what it used to print (seq send): the
 // sidecar warns at start, and the kernel's unnumbered replies are dropped
@@ -76,7 +78,7 @@ func kernelPeerSeq(t *testing.T, seq string) {
 }
 
 // kernelCommands renders the kernel peer's commands for the sidecar's
-// options (linuxPeerCommands). For seq=recv the mapping must refuse; the
+// options (linuxPeerCommands). For seq=recv peer-config must refuse; the
 // peer then gets what it printed before the refusal: seq send.
 func kernelCommands(t *testing.T, opts string) []string {
 	t.Helper()
@@ -87,33 +89,46 @@ func kernelCommands(t *testing.T, opts string) []string {
 	if c.Seq != l2tp.SeqRecv {
 		return linuxPeerCommands(t, opts)
 	}
-	cmds, err := slirpView(c).LinuxPeerCommands("l2tpeth0", 1)
-	if !errors.Is(err, l2tp.ErrSeqRecvLinux) {
-		t.Fatalf("seq=recv: LinuxPeerCommands = %q, %v; want ErrSeqRecvLinux", cmds, err)
+	out, err := peerConfig(t, slirpView(c))
+	if err == nil || !strings.Contains(out, "seq=recv has no Linux peer") {
+		t.Fatalf("seq=recv: peer-config printed %q, %v; want the refusal", out, err)
 	}
-	t.Logf("LinuxPeerCommands refuses: %v", err)
+	t.Logf("peer-config refuses: %s", out)
 	c.Seq = l2tp.SeqNone
-	cmds, err = slirpView(c).LinuxPeerCommands("l2tpeth0", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cmds := linuxPeerCommands(t, c.String())
 	cmds[1] += " seq send"
 	return cmds
 }
 
-// linuxPeerCommands is what l2tp.Config.LinuxPeerCommands (the production
-// mapping) prints for a kernel peer guest facing the sidecar's options.
+// linuxPeerCommands is what `l2tpv3-netdev peer-config --for linux` (the
+// built binary; l2tp.LinuxPeerTunnel inside) prints for a kernel peer guest
+// facing the sidecar's options: the commands the guest runs, unchanged.
 func linuxPeerCommands(t *testing.T, opts string) []string {
 	t.Helper()
 	c, err := l2tp.ParseOptions(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmds, err := slirpView(c).LinuxPeerCommands("l2tpeth0", 1)
+	out, err := peerConfig(t, slirpView(c))
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("peer-config: %v\n%s", err, out)
 	}
-	return cmds
+	return strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+}
+
+// peerConfig runs the built binary's peer-config --for linux on c's
+// option string, returning what it printed (standard output, or standard
+// error when it refused).
+func peerConfig(t *testing.T, c l2tp.Config) (string, error) {
+	t.Helper()
+	cmd := exec.Command(buildSidecar(t), "peer-config", "--for", "linux", "--l2tpv3", c.String())
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return stderr.String(), err
+	}
+	return string(out), nil
 }
 
 // slirpView is the sidecar's config as the kernel peer guest sees it: its

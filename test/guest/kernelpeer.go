@@ -50,7 +50,7 @@ type KernelPeerOptions struct {
 	// SessionArgs are extra "ip l2tp add session" words, e.g. "seq", "both".
 	SessionArgs []string
 	// Commands, when set, replace the tunnel, session and MTU lines built
-	// from the fields above: the commands l2tp.Config.LinuxPeerCommands
+	// from the fields above: the commands `l2tpv3-netdev peer-config --for linux`
 	// renders for a Config seen from inside this guest (local
 	// KernelPeerAddr, port KernelPeerUDPPort; remote KernelPeerGateway,
 	// our source port = PeerPort). The interface must be l2tpeth0.
