@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -46,7 +47,10 @@ type rxRing struct {
 	errno  unix.Errno // its error, when it returned none
 	readFn func(fd uintptr) bool
 
-	kernelSeen uint32 // last SO_RXQ_OVFL value seen
+	// kernelSeen is the last SO_RXQ_OVFL value seen; atomic because the
+	// demultiplexer of a shared socket starts from the value its first
+	// session's ring reached.
+	kernelSeen atomic.Uint32
 	_          cpu.CacheLinePad
 }
 
@@ -230,9 +234,9 @@ func (r *rxRing) control(i int) int {
 		return 0
 	}
 	v, ok, seg := rxControl(r.ctl[i*ctlSpace : i*ctlSpace+cl])
-	if ok && v != r.kernelSeen {
-		r.stats.rxDrops[DropKernel].Add(uint64(v - r.kernelSeen))
-		r.kernelSeen = v
+	if seen := r.kernelSeen.Load(); ok && v != seen {
+		r.stats.rxDrops[DropKernel].Add(uint64(v - seen))
+		r.kernelSeen.Store(v)
 	}
 	return seg
 }

@@ -194,7 +194,13 @@ func (s *sharedSock) join(t *Tunnel, alone func()) error {
 	}
 	s.publish()
 	if start {
-		go s.demux(newRxRing(s.cfg, s.batch, s.bufLen, s.rc, sockaddr{}, s.stats))
+		r := newRxRing(s.cfg, s.batch, s.bufLen, s.rc, sockaddr{}, s.stats)
+		for _, m := range s.members {
+			if m.rx != nil { // the kernel's drop count goes on from what the first session saw
+				r.kernelSeen.Store(m.rx.kernelSeen.Load())
+			}
+		}
+		go s.demux(r)
 	}
 	return nil
 }

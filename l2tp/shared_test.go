@@ -3,6 +3,8 @@ package l2tp
 import (
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -282,4 +284,63 @@ func TestSessionsFilterLogic(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSharedTunnelKernelDropsCountedOnce: the kernel's drop count
+// (SO_RXQ_OVFL) is cumulative per socket. Drops a session counted while
+// it read the socket alone are not counted again on the socket when a
+// second session joins and the demultiplexer takes over.
+func TestSharedTunnelKernelDropsCountedOnce(t *testing.T) {
+	p, q := freePort(t, "127.0.0.1"), freePort(t, "127.0.0.1")
+	base := 0x9000 + rand.Uint32N(1<<20)
+	a := udpSession(t, p, q, base+0x100, base, "")
+	ka := udpSession(t, q, p, base, base+0x100, "")
+	frame := frameOf(1, 1400)
+	for range 100 { // 6400 frames of 1400 bytes: more than a 4 MiB buffer holds
+		frames := make([][]byte, 64)
+		for i := range frames {
+			frames[i] = frame
+		}
+		send(t, ka, frames...)
+	}
+	ca := countFrames(a)
+	waitFor(t, func() bool { return a.Stats().Snapshot().Drops[DropKernel] > 0 }, "the socket's overflow counted")
+	for last := int64(-1); ca.n.Load() != last; time.Sleep(100 * time.Millisecond) {
+		last = ca.n.Load() // until the socket is drained
+	}
+	kernel := a.Stats().Snapshot().Drops[DropKernel] // GSO runs: one per run
+	udpSession(t, p, q, base+0x101, base+1, "")      // the demultiplexer takes over
+	send(t, ka, frame)
+	if got := ca.waitFor(ca.n.Load() + 1); got == 0 {
+		t.Fatal("nothing after the join")
+	}
+	sock := a.Socket().Stats.Drops[DropKernel]
+	total := procUDPDrops(t, p)
+	if kernel+sock != total {
+		t.Errorf("kernel drops: session %d + socket %d, the kernel says %d for the socket", kernel, sock, total)
+	}
+	t.Logf("alone: %d frames, %d kernel drops seen; after the join the socket counts %d; the kernel %d", ca.n.Load(), kernel, sock, total)
+}
+
+// procUDPDrops is the kernel's drop count of the UDP socket bound to
+// 127.0.0.1:port (the last column of /proc/net/udp).
+func procUDPDrops(t *testing.T, port uint16) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		t.Skip(err)
+	}
+	local := fmt.Sprintf("0100007F:%04X", port)
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 12 && f[1] == local {
+			n, err := strconv.ParseUint(f[len(f)-1], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no socket on %s in /proc/net/udp", local)
+	return 0
 }
