@@ -21,6 +21,7 @@ import (
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testport"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/metrics"
 )
@@ -113,15 +114,8 @@ func (p *peer) send(t *testing.T, port int, frame []byte) {
 	}
 }
 
-// freeUDP returns a UDP port free on 127.0.0.1 right now.
-func freeUDP(t *testing.T) int {
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
+// freeUDP returns a UDP port free on 127.0.0.1, never one it returned before.
+func freeUDP(t *testing.T) int { return testport.UDP(t, "127.0.0.1") }
 
 // localPort is the UDP port a port's tunnel listens on.
 func localPort(t *testing.T, st backend.PortStatus) int {

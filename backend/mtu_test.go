@@ -9,23 +9,15 @@ import (
 	"time"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testlog"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testport"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump/pumptest"
 )
 
-// twoUDPPorts returns two UDP ports free on 127.0.0.1 a moment ago.
-func twoUDPPorts(t *testing.T) (int, int) {
+// twoUDPPorts returns two distinct UDP ports free on 127.0.0.1.
+func twoUDPPorts(t testing.TB) (int, int) {
 	t.Helper()
-	var ports [2]int
-	for i := range ports {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		ports[i] = c.LocalAddr().(*net.UDPAddr).Port
-	}
-	return ports[0], ports[1]
+	return testport.UDP(t, "127.0.0.1"), testport.UDP(t, "127.0.0.1")
 }
 
 // openTestPort parses and opens a port named "p" on loopback UDP; extra

@@ -3,7 +3,6 @@ package backend
 import (
 	"encoding/binary"
 	"fmt"
-	"net"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -33,16 +32,13 @@ type vhostRig struct {
 // using all of them.
 func newVhostRig(tb testing.TB, queues int) *vhostRig {
 	tb.Helper()
-	ports, err := freeUDPPorts(2)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	p0, p1 := twoUDPPorts(tb)
 	opts := "src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=%d,txsession=%d,rxsession=%d"
-	mine, err := l2tp.ParseOptions(fmt.Sprintf(opts, ports[0], ports[1], 1, 2))
+	mine, err := l2tp.ParseOptions(fmt.Sprintf(opts, p0, p1, 1, 2))
 	if err != nil {
 		tb.Fatal(err)
 	}
-	theirs, err := l2tp.ParseOptions(fmt.Sprintf(opts, ports[1], ports[0], 2, 1))
+	theirs, err := l2tp.ParseOptions(fmt.Sprintf(opts, p1, p0, 2, 1))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -76,20 +72,6 @@ func newVhostRig(tb testing.TB, queues int) *vhostRig {
 	}
 	tb.Fatalf("%d queue pairs never attached", queues)
 	return nil
-}
-
-// freeUDPPorts returns n UDP ports free on 127.0.0.1 a moment ago.
-func freeUDPPorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer c.Close()
-		ports = append(ports, c.LocalAddr().(*net.UDPAddr).Port)
-	}
-	return ports, nil
 }
 
 // fillFlow writes an Ethernet/IPv4/UDP frame of size bytes of flow into b.

@@ -10,17 +10,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testport"
 )
 
-// freePort returns a UDP port that was free on addr a moment ago.
+// freePort returns a UDP port free on addr, never one it returned before.
 func freePort(t testing.TB, addr string) uint16 {
 	t.Helper()
-	c, err := net.ListenPacket("udp", net.JoinHostPort(addr, "0"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return uint16(c.LocalAddr().(*net.UDPAddr).Port)
+	return uint16(testport.UDP(t, addr))
 }
 
 // needRoot skips raw IP tests when raw sockets cannot be opened.

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testport"
 )
 
 const goodL2TP = "src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=1701,dstport=1702,txsession=1"
@@ -102,12 +104,5 @@ func TestRunRefusesAtStart(t *testing.T) {
 // itoa formats a port for an option string.
 func itoa(n int) string { return strconv.Itoa(n) }
 
-// freePort returns a UDP port free on 127.0.0.1 right now.
-func freePort(t *testing.T) int {
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
+// freePort returns a UDP port free on 127.0.0.1, never one it returned before.
+func freePort(t *testing.T) int { return testport.UDP(t, "127.0.0.1") }

@@ -2,11 +2,11 @@ package guest
 
 import (
 	"fmt"
-	"net"
 	"os"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testport"
 )
 
 // NativeL2TPv3 returns the QEMU arguments for QEMU's own L2TPv3 back end:
@@ -57,30 +57,16 @@ func MAC(i int) string {
 	return fmt.Sprintf("52:54:00:4c:%02x:%02x", (i>>8)&0xff, i&0xff)
 }
 
-var (
-	portsMu    sync.Mutex       // guards portsGiven
-	portsGiven = map[int]bool{} // ports FreeUDPPort has returned in this process
-)
-
 // FreeUDPPort returns a UDP port that is free on 127.0.0.1 at the time of
-// the call and that it has not returned before in this process. It panics if
-// the kernel gives no port.
+// the call, that it has not returned before in this process and that the
+// kernel will not pick for a socket bound to port 0 (internal/testport). It
+// panics if none is left.
 func FreeUDPPort() int {
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for tries := 0; tries < 100; tries++ {
-		c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			panic(fmt.Sprintf("guest.FreeUDPPort: %v", err))
-		}
-		p := c.LocalAddr().(*net.UDPAddr).Port
-		c.Close()
-		if !portsGiven[p] {
-			portsGiven[p] = true
-			return p
-		}
+	p, err := testport.Free("127.0.0.1")
+	if err != nil {
+		panic(err)
 	}
-	panic("guest.FreeUDPPort: no new port after 100 tries")
+	return p
 }
 
 // SocketDir returns a short new directory for unix sockets (t.TempDir paths

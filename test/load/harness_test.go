@@ -19,6 +19,7 @@ import (
 	"unsafe"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testport"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/pump"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/test/guest"
@@ -172,15 +173,8 @@ func addPort(t testing.TB, ps *backend.Ports, name, sock, opts string) *backend.
 	return p
 }
 
-// freeUDPPort returns a UDP port free on 127.0.0.1 a moment ago.
-func freeUDPPort(t testing.TB) int {
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
-}
+// freeUDPPort returns a UDP port free on 127.0.0.1, never one it returned before.
+func freeUDPPort(t testing.TB) int { return testport.UDP(t, "127.0.0.1") }
 
 // udpPair returns the sidecar's option string for a UDP session on
 // 127.0.0.1 and its mirror for the test's peer, plus the peer's port.
