@@ -155,6 +155,14 @@ type Config struct {
 	// Oversize is what happens to a frame above the underlay MTU; the
 	// default, OversizeFragment, is QEMU's behaviour.
 	Oversize Oversize
+	// TOS (tos=N) is the outer header's IPv4 TOS / IPv6 traffic class byte,
+	// DSCP and ECN, on every datagram; 0, the default, leaves the kernel's 0.
+	TOS uint8
+	// TTL (ttl=N, 1..255) is the outer IPv4 TTL / IPv6 hop limit; 0, the
+	// default, leaves the system's (net.ipv4.ip_default_ttl,
+	// net.ipv6.conf.*.hop_limit).
+	TTL uint8
+
 	// VLAN (vlan=on) leaves room for one 802.1Q tag in the inner MTU
 	// offered to the VM: a guest that tags its frames itself still fits
 	// the underlay whole. The frames are carried as they come either way.

@@ -101,6 +101,9 @@ func setupSocket(fd int, c Config, ep *endpoints) (netip.AddrPort, error) {
 	if err := setPMTUDisc(fd, c); err != nil {
 		return netip.AddrPort{}, err
 	}
+	if err := setOuterMarks(fd, c); err != nil {
+		return netip.AddrPort{}, err
+	}
 	if err := setRecvErr(fd, c); err != nil {
 		return netip.AddrPort{}, err
 	}
@@ -126,6 +129,26 @@ func setupSocket(fd int, c Config, ep *endpoints) (netip.AddrPort, error) {
 		return netip.AddrPort{}, fmt.Errorf("l2tpv3: getsockname: %w", errno)
 	}
 	return addrPort(&got), nil
+}
+
+// setOuterMarks sets the outer header's TOS / traffic class and TTL / hop
+// limit (tos=, ttl=) when given; otherwise the kernel's defaults stay.
+func setOuterMarks(fd int, c Config) error {
+	tosOpt, tosName, ttlOpt, ttlName, level := unix.IP_TOS, "IP_TOS", unix.IP_TTL, "IP_TTL", unix.IPPROTO_IP
+	if c.IPv6 {
+		tosOpt, tosName, ttlOpt, ttlName, level = unix.IPV6_TCLASS, "IPV6_TCLASS", unix.IPV6_UNICAST_HOPS, "IPV6_UNICAST_HOPS", unix.IPPROTO_IPV6
+	}
+	if c.TOS != 0 {
+		if err := unix.SetsockoptInt(fd, level, tosOpt, int(c.TOS)); err != nil {
+			return fmt.Errorf("l2tpv3: tos=%#x: setsockopt %s: %w", c.TOS, tosName, err)
+		}
+	}
+	if c.TTL != 0 {
+		if err := unix.SetsockoptInt(fd, level, ttlOpt, int(c.TTL)); err != nil {
+			return fmt.Errorf("l2tpv3: ttl=%d: setsockopt %s: %w", c.TTL, ttlName, err)
+		}
+	}
+	return nil
 }
 
 // setBuf raises a socket buffer: the FORCE option (root) passes the

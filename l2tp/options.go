@@ -13,6 +13,8 @@ const (
 	kindString   optKind = iota // address or host name, taken as is
 	kindBool                    // on/off, yes/no, true/false; bare key = on
 	kindPort                    // decimal 1..65535
+	kindU8                      // decimal or 0x hex, 8 bits
+	kindTTL                     // decimal or 0x hex, 1..255
 	kindU32                     // decimal or 0x hex, 32 bits
 	kindU64                     // decimal or 0x hex, 64 bits
 	kindOffset                  // decimal or 0x hex, 0..256
@@ -33,6 +35,7 @@ var optKinds = map[string]optKind{
 	"counter": kindBool, "pincounter": kindBool, "offset": kindOffset,
 	"l2spec": kindL2Spec, "seq": kindSeq, "pinpeer": kindBool, "peer-learning": kindBool,
 	"underlay-mtu": kindMTU, "oversize": kindOversize, "vlan": kindBool,
+	"tos": kindU8, "ttl": kindTTL,
 }
 
 // optValue is one parsed key: its raw text and its value in the kind's type.
@@ -70,6 +73,8 @@ func (o options) on(key string) bool { return o[key].on }
 //     frames whose encapsulated datagram is larger than the underlay MTU.
 //   - vlan=on|off (default off): the inner MTU leaves room for one 802.1Q
 //     tag.
+//   - tos=N (0..255, the outer TOS / traffic class byte) and ttl=N (1..255,
+//     the outer TTL / hop limit); default the kernel's.
 //
 // Required: src, dst, txsession; with udp=on also srcport and dstport
 // (decimal 1..65535, no service names), which are refused without it.
@@ -139,6 +144,7 @@ func ParseOptions(s string) (Config, error) {
 	}
 	c.LearnPeer = o.on("peer-learning")
 	c.VLAN = o.on("vlan")
+	c.TOS, c.TTL = uint8(o["tos"].num), uint8(o["ttl"].num)
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -248,7 +254,8 @@ func splitOptions(s string) (options, error) {
 
 // String renders c as a canonical option string that ParseOptions reads back
 // to the same Config: every setting spelled out, numbers in hex, pinpeer
-// explicit; underlay-mtu, oversize and vlan only when not the defaults. QEMU
+// explicit; underlay-mtu, oversize, vlan, tos and ttl only when not the
+// defaults. QEMU
 // reads the QEMU keys in it (not l2spec, seq, pinpeer, underlay-mtu,
 // oversize).
 func (c Config) String() string {
@@ -299,6 +306,12 @@ func (c Config) String() string {
 	}
 	if c.VLAN {
 		b.WriteString(",vlan=on")
+	}
+	if c.TOS != 0 {
+		b.WriteString(",tos=" + hexNum(uint64(c.TOS)))
+	}
+	if c.TTL != 0 {
+		b.WriteString(",ttl=" + strconv.Itoa(int(c.TTL)))
 	}
 	return b.String()
 }

@@ -89,6 +89,8 @@ func TestParseOptionsAccepts(t *testing.T) {
 		{minimal + ",pinpeer=off", with(func(c *Config) { c.PinPeer = false })},
 		{minimal + ",vlan", with(func(c *Config) { c.VLAN = true })},
 		{minimal + ",vlan=off", base},
+		{minimal + ",tos=0xb8,ttl=255", with(func(c *Config) { c.TOS, c.TTL = 0xb8, 255 })},
+		{minimal + ",tos=0,ttl=1", with(func(c *Config) { c.TTL = 1 })},
 		{"src=192.0.2.1,dst=peer.example,txsession=0x10", with(func(c *Config) { c.Dst, c.PinPeer = "peer.example", false })},
 		{"src=192.0.2.1,dst=peer.example,txsession=0x10,pinpeer", with(func(c *Config) { c.Dst = "peer.example" })},
 		{"src=192.0.2.1,dst=peer.example,txsession=0x10,udp,srcport=1,dstport=65535,pinpeer=on",
@@ -179,6 +181,10 @@ func TestParseOptionsErrors(t *testing.T) {
 		{minimal + ",underlay-mtu=1500,underlay-mtu=1400", `l2tpv3: duplicate key "underlay-mtu"`},
 		{minimal + ",oversize=cut", `l2tpv3: oversize="cut": must be fragment or drop`},
 		{minimal + ",txcookie64=on", `l2tpv3: txcookie64 given without txcookie and rxcookie`},
+		{minimal + ",ttl=0", `l2tpv3: ttl=0: must be 1..255 (leave it out for the system's default)`},
+		{minimal + ",ttl=256", `l2tpv3: ttl=256: wider than 8 bits`},
+		{minimal + ",tos=0x100", `l2tpv3: tos=0x100: wider than 8 bits`},
+		{minimal + ",tos=inherit", `l2tpv3: tos="inherit": not a number`},
 		{minimal + ",rxcookie64=off", `l2tpv3: rxcookie64 given without txcookie and rxcookie`},
 		{minimal + ",cookie64,txcookie64,txcookie=1,rxcookie=2", `l2tpv3: txcookie64 conflicts with cookie64: give txcookie64 and rxcookie64, or cookie64 alone`},
 		{minimal + ",rxcookie64=off,cookie64=off,txcookie=1,rxcookie=2", `l2tpv3: rxcookie64 conflicts with cookie64: give txcookie64 and rxcookie64, or cookie64 alone`},
@@ -227,8 +233,8 @@ func TestConfigString(t *testing.T) {
 	if back, err := ParseOptions(want); err != nil || back != c {
 		t.Fatalf("ParseOptions(String()) = %+v, %v; want %+v", back, err, c)
 	}
-	c = with(func(c *Config) { c.UnderlayMTU, c.Oversize, c.VLAN = 9000, OversizeDrop, true })
-	want = "src=192.0.2.1,dst=198.51.100.7,txsession=0x10,rxsession=0x10,l2spec=none,pinpeer=on,underlay-mtu=9000,oversize=drop,vlan=on"
+	c = with(func(c *Config) { c.UnderlayMTU, c.Oversize, c.VLAN, c.TOS, c.TTL = 9000, OversizeDrop, true, 0xb8, 9 })
+	want = "src=192.0.2.1,dst=198.51.100.7,txsession=0x10,rxsession=0x10,l2spec=none,pinpeer=on,underlay-mtu=9000,oversize=drop,vlan=on,tos=0xb8,ttl=9"
 	if got := c.String(); got != want {
 		t.Fatalf("String()\n got %s\nwant %s", got, want)
 	}

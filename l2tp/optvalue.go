@@ -16,6 +16,13 @@ func parseValue(key, val string, kind optKind) (optValue, error) {
 		v.on, err = parseBool(key, val)
 	case kindPort:
 		v.num, err = parsePort(key, val)
+	case kindU8:
+		v.num, err = parseNumber(key, val, 8)
+	case kindTTL:
+		v.num, err = parseNumber(key, val, 8)
+		if err == nil && v.num == 0 {
+			err = cfgErr(key, "%s=%s: must be 1..255 (leave it out for the system's default)", key, val)
+		}
 	case kindU32:
 		v.num, err = parseNumber(key, val, 32)
 	case kindU64:

@@ -40,10 +40,11 @@ type sockOpts struct {
 	ipv6     bool
 	oversize Oversize
 	learn    bool
+	tos, ttl uint8
 }
 
 func sockOptsOf(c Config) sockOpts {
-	return sockOpts{ipv6: c.IPv6, oversize: c.Oversize, learn: c.LearnPeer}
+	return sockOpts{ipv6: c.IPv6, oversize: c.Oversize, learn: c.LearnPeer, tos: c.TOS, ttl: c.TTL}
 }
 
 // registry holds the process's shareable sockets.
@@ -132,6 +133,9 @@ func (s *sharedSock) admits(c Config) error {
 	case o.oversize != s.opts.oversize:
 		return fmt.Errorf("l2tpv3: bind %s: oversize=%s differs from oversize=%s of the sessions already on this socket (a socket option)",
 			where, o.oversize, s.opts.oversize)
+	case o.tos != s.opts.tos || o.ttl != s.opts.ttl:
+		return fmt.Errorf("l2tpv3: bind %s: tos=%#x ttl=%d differ from tos=%#x ttl=%d of the sessions already on this socket (socket options)",
+			where, o.tos, o.ttl, s.opts.tos, s.opts.ttl)
 	}
 	return nil
 }

@@ -213,6 +213,8 @@ func TestSharedTunnelOptionsMustAgree(t *testing.T) {
 	for _, tt := range []struct{ opts, want string }{
 		{",oversize=drop", "oversize=drop differs from oversize=fragment"},
 		{",peer-learning=on,cookie64=on,txcookie=1,rxcookie=1", "peer-learning=on needs a socket of its own"},
+		{",tos=0xb8", "tos=0xb8 ttl=0 differ from tos=0x0 ttl=0"},
+		{",ttl=9", "tos=0x0 ttl=9 differ from tos=0x0 ttl=0"},
 	} {
 		c, err := ParseOptions(fmt.Sprintf("src=127.0.0.1,dst=127.0.0.1,udp,srcport=%d,dstport=%d,txsession=2%s", p, q, tt.opts))
 		if err != nil {
