@@ -3,13 +3,13 @@ package l2tp
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
 )
 
 // udpSession opens a UDP tunnel on 127.0.0.1:sport toward dport with the
@@ -317,32 +317,26 @@ func TestSharedTunnelKernelDropsCountedOnce(t *testing.T) {
 		t.Fatal("nothing after the join")
 	}
 	sock := a.Socket().Stats.Drops[DropKernel]
-	total := procUDPDrops(t, p)
+	total := socketDrops(t, a)
 	if kernel+sock != total {
 		t.Errorf("kernel drops: session %d + socket %d, the kernel says %d for the socket", kernel, sock, total)
 	}
 	t.Logf("alone: %d frames, %d kernel drops seen; after the join the socket counts %d; the kernel %d", ca.n.Load(), kernel, sock, total)
 }
 
-// procUDPDrops is the kernel's drop count of the UDP socket bound to
-// 127.0.0.1:port (the last column of /proc/net/udp).
-func procUDPDrops(t *testing.T, port uint16) uint64 {
+// socketDrops is the kernel's drop count of t's socket (SO_MEMINFO,
+// SK_MEMINFO_DROPS).
+func socketDrops(t *testing.T, tun *Tunnel) uint64 {
 	t.Helper()
-	b, err := os.ReadFile("/proc/net/udp")
-	if err != nil {
-		t.Skip(err)
+	var info [9]uint32 // SK_MEMINFO_VARS
+	var errno unix.Errno
+	err := tun.sock.rc.Control(func(fd uintptr) {
+		l := uint32(unsafe.Sizeof(info))
+		_, _, errno = unix.Syscall6(unix.SYS_GETSOCKOPT, fd, unix.SOL_SOCKET, unix.SO_MEMINFO,
+			uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&l)), 0)
+	})
+	if err != nil || errno != 0 {
+		t.Fatalf("getsockopt SO_MEMINFO: %v %v", err, errno)
 	}
-	local := fmt.Sprintf("0100007F:%04X", port)
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 12 && f[1] == local {
-			n, err := strconv.ParseUint(f[len(f)-1], 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatalf("no socket on %s in /proc/net/udp", local)
-	return 0
+	return uint64(info[unix.SK_MEMINFO_DROPS])
 }
