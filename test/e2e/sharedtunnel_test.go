@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -19,7 +20,8 @@ import (
 )
 
 // TestSharedTunnelKernelPeer: ONE Linux kernel tunnel (in a guest, reached
-// through QEMU user networking) carries three sessions to three TCG VMs
+// through QEMU user networking, set up with what `peer-config --for linux`
+// prints for the three ports) carries three sessions to three TCG VMs
 // whose ports share one sidecar UDP port. All three ping their session's
 // kernel interface. Then VM C is stopped (QMP stop) and the kernel floods
 // C's address while A and B ping flat out: A and B lose no echo, C's
@@ -31,7 +33,7 @@ func TestSharedTunnelKernelPeer(t *testing.T) {
 	admin := filepath.Join(dir, "admin.sock")
 	port, hostPort := guest.FreeUDPPort(), guest.FreeUDPPort()
 	names := []string{"sa", "sb", "sc"}
-	var cmds, config []string
+	var config, peerArgs []string
 	config = append(config, fmt.Sprintf("admin = %q\n", admin))
 	vms := make([]*guest.VM, 3)
 	for i, name := range names {
@@ -41,23 +43,26 @@ func TestSharedTunnelKernelPeer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		lines, err := slirpView(c).LinuxPeerCommands(fmt.Sprintf("l2tpeth%d", i), 1)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i > 0 {
-			lines = lines[1:] // one tunnel: its sessions only
-			lines = append(lines, fmt.Sprintf("ip addr add 169.254.%d.2/24 dev l2tpeth%d", 141+i, i))
-		}
-		cmds = append(cmds, lines...)
+		peerArgs = append(peerArgs, "--l2tpv3", slirpView(c).String())
 		sock := filepath.Join(dir, name+".sock")
 		vms[i] = guest.Start(t, guest.Options{Name: "vm" + name, IPs: []string{fmt.Sprintf("169.254.%d.1/24", 141+i)},
 			QMP: i == 2, Args: append(qemuStreamServer("n0", sock), guest.NIC("n0", 1+i)...)})
 		config = append(config, fmt.Sprintf("[[port]]\nname = %q\nstream = \"unix:%s,server=off\"\nl2tpv3 = %q\n", name, sock, opts))
 	}
-	// C's neighbour entry is static in the kernel peer: the flood toward
-	// the stopped VM is unicast from the first frame to the last.
-	cmds = append(cmds, fmt.Sprintf("ip neigh replace 169.254.143.1 lladdr %s dev l2tpeth2 nud permanent", guest.MAC(3)))
+	// The kernel peer runs what peer-config prints for the three ports (one
+	// tunnel, its three sessions), then addresses l2tpeth1 and 2 and makes
+	// C's neighbour entry static: the flood toward the stopped VM is
+	// unicast from the first frame to the last.
+	out, err := exec.Command(buildSidecar(t), append([]string{"peer-config", "--for", "linux"}, peerArgs...)...).Output()
+	if err != nil {
+		t.Fatalf("peer-config: %v", err)
+	}
+	cmds := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+	if n := strings.Count(string(out), "ip l2tp add tunnel"); n != 1 {
+		t.Fatalf("peer-config printed %d tunnels for one shared tunnel:\n%s", n, out)
+	}
+	cmds = append(cmds, "ip addr add 169.254.142.2/24 dev l2tpeth1", "ip addr add 169.254.143.2/24 dev l2tpeth2",
+		fmt.Sprintf("ip neigh replace 169.254.143.1 lladdr %s dev l2tpeth2 nud permanent", guest.MAC(3)))
 	k := guest.StartKernelPeer(t, guest.KernelPeerOptions{HostPort: hostPort, PeerPort: port, IP: "169.254.141.2/24", Commands: cmds})
 	cfgPath := filepath.Join(t.TempDir(), "l2tpv3-netdev.toml")
 	if err := os.WriteFile(cfgPath, []byte(strings.Join(config, "\n")), 0o600); err != nil {
