@@ -554,6 +554,9 @@ type SocketStatus struct {
 	Local    string        `json:"local"`
 	Sessions []uint32      `json:"sessions"` // the session IDs on it, ascending
 	Stats    StatsSnapshot `json:"stats"`    // what belongs to no session: unknown session, truncated, kernel
+	// Queued is the frames waiting in this session's queue (its VM has
+	// not taken them yet); at the queue's bound, more are dropped vm_slow.
+	Queued int `json:"queued"`
 }
 
 // Socket reports the socket t's session is on and the sessions sharing it.
@@ -562,7 +565,11 @@ func (t *Tunnel) Socket() SocketStatus {
 	ids := t.sock.ids()
 	registry.Unlock()
 	sortIDs(ids)
-	return SocketStatus{Local: t.local, Sessions: ids, Stats: t.sock.stats.Snapshot()}
+	st := SocketStatus{Local: t.local, Sessions: ids, Stats: t.sock.stats.Snapshot()}
+	if q := t.q.Load(); q != nil {
+		st.Queued = q.queued()
+	}
+	return st
 }
 
 // Sessions is the number of sessions on t's socket (1 when unshared).

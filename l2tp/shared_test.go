@@ -186,8 +186,11 @@ func TestSharedTunnelSlowVM(t *testing.T) {
 	if st := slow.Socket().Stats; st.Dropped() != 0 {
 		t.Errorf("socket: %s", st)
 	}
+	if q := slow.Socket().Queued; q != sessionQueueFrames {
+		t.Errorf("the slow session's queue holds %d frames, want %d", q, sessionQueueFrames)
+	}
 	t.Logf("two sessions: fast got %d/%d, slow queued %d, vm_slow %d", cf.n.Load(), n,
-		slow.q.Load().queued(), slow.Stats().Snapshot().Drops[DropVMSlow])
+		slow.Socket().Queued, slow.Stats().Snapshot().Drops[DropVMSlow])
 
 	fast.Close()
 	for range n / 100 {
