@@ -158,6 +158,11 @@ type Config struct {
 	// TOS (tos=N) is the outer header's IPv4 TOS / IPv6 traffic class byte,
 	// DSCP and ECN, on every datagram; 0, the default, leaves the kernel's 0.
 	TOS uint8
+	// TOSInherit (tos=inherit) copies each inner IPv4 TOS / IPv6 traffic
+	// class byte (DSCP and ECN) into the outer header, as Cisco's "ip tos
+	// reflect": per datagram, in a control message; frames that are not IP
+	// go out with 0. TOS must then be 0.
+	TOSInherit bool
 	// TTL (ttl=N, 1..255) is the outer IPv4 TTL / IPv6 hop limit; 0, the
 	// default, leaves the system's (net.ipv4.ip_default_ttl,
 	// net.ipv6.conf.*.hop_limit).
@@ -208,6 +213,9 @@ func (c Config) Validate() error {
 	}
 	if c.LearnPeer && c.RxCookieLen == 0 {
 		return cfgErr("peer-learning", "peer-learning=on needs txcookie and rxcookie: only a datagram with the session's cookie may move the peer")
+	}
+	if c.TOSInherit && c.TOS != 0 {
+		return cfgErr("tos", "tos=inherit with a fixed TOS %#x: one or the other", c.TOS)
 	}
 	if c.Offset < 0 || c.Offset > MaxOffset {
 		return cfgErr("offset", "offset=%d: must be 0..%d", c.Offset, MaxOffset)

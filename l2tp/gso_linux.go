@@ -17,9 +17,12 @@ const (
 	// gsoMaxSegments is the kernel's UDP_MAX_SEGMENTS on the oldest kernels
 	// that have UDP_SEGMENT (later ones allow 128).
 	gsoMaxSegments = 64
-	// gsoCtlSpace is one message's control buffer: a cmsg with the u16
-	// segment size.
+	// gsoCtlSpace is room for a cmsg with the u16 segment size.
 	gsoCtlSpace = 24 // unix.CmsgSpace(2)
+	// tosCtlSpace is room for a cmsg with an int TOS / traffic class.
+	tosCtlSpace = 24 // unix.CmsgSpace(4)
+	// txCtlSpace is one message's control buffer: segment size and TOS.
+	txCtlSpace = gsoCtlSpace + tosCtlSpace
 )
 
 // probeGSO returns the largest datagram payload that may be a GSO segment
@@ -106,7 +109,7 @@ func gsoRun(iovs []unix.Iovec, i, n, gsoMax, maxPkt int) int {
 
 // setGSO makes h a GSO message of segments of size bytes, its control
 // message written into ctl; size 0 makes it a plain message.
-func setGSO(h *unix.Msghdr, ctl *[gsoCtlSpace]byte, size uint64) {
+func setGSO(h *unix.Msghdr, ctl *[txCtlSpace]byte, size uint64) {
 	if size == 0 {
 		h.Control, h.Controllen = nil, 0
 		return
@@ -117,4 +120,56 @@ func setGSO(h *unix.Msghdr, ctl *[gsoCtlSpace]byte, size uint64) {
 	binary.NativeEndian.PutUint16(ctl[unix.SizeofCmsghdr:], uint16(size))
 	h.Control = &ctl[0]
 	h.SetControllen(unix.CmsgSpace(2))
+}
+
+// addTOS appends to h's control messages (in ctl, after any UDP_SEGMENT)
+// the outer TOS (IP_TOS) or traffic class (IPV6_TCLASS) for this message
+// alone, as an int, which both take.
+func addTOS(h *unix.Msghdr, ctl *[txCtlSpace]byte, tos uint8, v6 bool) {
+	at := int(h.Controllen)
+	c := (*unix.Cmsghdr)(unsafe.Pointer(&ctl[at]))
+	c.Level, c.Type = unix.IPPROTO_IP, unix.IP_TOS
+	if v6 {
+		c.Level, c.Type = unix.IPPROTO_IPV6, unix.IPV6_TCLASS
+	}
+	c.SetLen(unix.CmsgLen(4))
+	binary.NativeEndian.PutUint32(ctl[at+unix.SizeofCmsghdr:], uint32(tos))
+	h.Control = &ctl[0]
+	h.SetControllen(at + unix.CmsgSpace(4))
+}
+
+// sameMarkRun shortens a run of k packets from marks[i] to those with
+// marks[i]'s TOS: one message carries one outer TOS.
+func sameMarkRun(marks []uint8, i, k int) int {
+	for j := 1; j < k; j++ {
+		if marks[i+j] != marks[i] {
+			return j
+		}
+	}
+	return k
+}
+
+// innerTOS is the TOS / traffic class byte of the IPv4 or IPv6 packet in
+// an Ethernet frame (behind at most one 802.1Q or 802.1ad tag); 0 for any
+// other frame or one too short to tell.
+func innerTOS(frame []byte) uint8 {
+	l3 := ethHeaderLen
+	if len(frame) < l3+2 {
+		return 0
+	}
+	etype := binary.BigEndian.Uint16(frame[12:])
+	if etype == 0x8100 || etype == 0x88a8 {
+		l3 += 4
+		if len(frame) < l3+2 {
+			return 0
+		}
+		etype = binary.BigEndian.Uint16(frame[16:])
+	}
+	switch {
+	case etype == 0x0800 && frame[l3]>>4 == 4:
+		return frame[l3+1]
+	case etype == 0x86dd && frame[l3]>>4 == 6:
+		return frame[l3]<<4 | frame[l3+1]>>4
+	}
+	return 0
 }

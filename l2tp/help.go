@@ -51,8 +51,10 @@ const optionHelp = `L2TPv3 option string (QEMU's -netdev l2tpv3 keys, comma-sepa
   vlan=on|off       the inner MTU leaves room for one 802.1Q tag (4 bytes) for a guest
                     that tags its own frames: 1446 instead of 1450 on UDP/IPv4 1500
                                                                       default off
-  tos=N             outer IPv4 TOS / IPv6 traffic class byte (DSCP<<2 | ECN), 0..255,
-                    on every datagram, e.g. tos=0xb8 (EF)          default the kernel's 0
+  tos=N|inherit     outer IPv4 TOS / IPv6 traffic class byte (DSCP<<2 | ECN), 0..255,
+                    on every datagram, e.g. tos=0xb8 (EF); inherit copies each inner
+                    IPv4/IPv6 packet's (Cisco "ip tos reflect"; not IP: 0)
+                                                                  default the kernel's 0
   ttl=N             outer IPv4 TTL / IPv6 hop limit, 1..255       default the system's
   id=NAME           accepted and ignored (QEMU's netdev id)
 

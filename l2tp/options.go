@@ -13,7 +13,7 @@ const (
 	kindString   optKind = iota // address or host name, taken as is
 	kindBool                    // on/off, yes/no, true/false; bare key = on
 	kindPort                    // decimal 1..65535
-	kindU8                      // decimal or 0x hex, 8 bits
+	kindTOS                     // decimal or 0x hex, 8 bits, or inherit
 	kindTTL                     // decimal or 0x hex, 1..255
 	kindU32                     // decimal or 0x hex, 32 bits
 	kindU64                     // decimal or 0x hex, 64 bits
@@ -35,7 +35,7 @@ var optKinds = map[string]optKind{
 	"counter": kindBool, "pincounter": kindBool, "offset": kindOffset,
 	"l2spec": kindL2Spec, "seq": kindSeq, "pinpeer": kindBool, "peer-learning": kindBool,
 	"underlay-mtu": kindMTU, "oversize": kindOversize, "vlan": kindBool,
-	"tos": kindU8, "ttl": kindTTL,
+	"tos": kindTOS, "ttl": kindTTL,
 }
 
 // optValue is one parsed key: its raw text and its value in the kind's type.
@@ -73,7 +73,8 @@ func (o options) on(key string) bool { return o[key].on }
 //     frames whose encapsulated datagram is larger than the underlay MTU.
 //   - vlan=on|off (default off): the inner MTU leaves room for one 802.1Q
 //     tag.
-//   - tos=N (0..255, the outer TOS / traffic class byte) and ttl=N (1..255,
+//   - tos=N|inherit (0..255, the outer TOS / traffic class byte, or the inner
+//     packet's copied per datagram) and ttl=N (1..255,
 //     the outer TTL / hop limit); default the kernel's.
 //
 // Required: src, dst, txsession; with udp=on also srcport and dstport
@@ -144,7 +145,7 @@ func ParseOptions(s string) (Config, error) {
 	}
 	c.LearnPeer = o.on("peer-learning")
 	c.VLAN = o.on("vlan")
-	c.TOS, c.TTL = uint8(o["tos"].num), uint8(o["ttl"].num)
+	c.TOS, c.TOSInherit, c.TTL = uint8(o["tos"].num), o.on("tos"), uint8(o["ttl"].num)
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -307,7 +308,10 @@ func (c Config) String() string {
 	if c.VLAN {
 		b.WriteString(",vlan=on")
 	}
-	if c.TOS != 0 {
+	switch {
+	case c.TOSInherit:
+		b.WriteString(",tos=inherit")
+	case c.TOS != 0:
 		b.WriteString(",tos=" + hexNum(uint64(c.TOS)))
 	}
 	if c.TTL != 0 {

@@ -91,6 +91,7 @@ func TestParseOptionsAccepts(t *testing.T) {
 		{minimal + ",vlan=off", base},
 		{minimal + ",tos=0xb8,ttl=255", with(func(c *Config) { c.TOS, c.TTL = 0xb8, 255 })},
 		{minimal + ",tos=0,ttl=1", with(func(c *Config) { c.TTL = 1 })},
+		{minimal + ",tos=inherit", with(func(c *Config) { c.TOSInherit = true })},
 		{"src=192.0.2.1,dst=peer.example,txsession=0x10", with(func(c *Config) { c.Dst, c.PinPeer = "peer.example", false })},
 		{"src=192.0.2.1,dst=peer.example,txsession=0x10,pinpeer", with(func(c *Config) { c.Dst = "peer.example" })},
 		{"src=192.0.2.1,dst=peer.example,txsession=0x10,udp,srcport=1,dstport=65535,pinpeer=on",
@@ -184,7 +185,7 @@ func TestParseOptionsErrors(t *testing.T) {
 		{minimal + ",ttl=0", `l2tpv3: ttl=0: must be 1..255 (leave it out for the system's default)`},
 		{minimal + ",ttl=256", `l2tpv3: ttl=256: wider than 8 bits`},
 		{minimal + ",tos=0x100", `l2tpv3: tos=0x100: wider than 8 bits`},
-		{minimal + ",tos=inherit", `l2tpv3: tos="inherit": not a number`},
+		{minimal + ",tos=reflect", `l2tpv3: tos="reflect": not a number`},
 		{minimal + ",rxcookie64=off", `l2tpv3: rxcookie64 given without txcookie and rxcookie`},
 		{minimal + ",cookie64,txcookie64,txcookie=1,rxcookie=2", `l2tpv3: txcookie64 conflicts with cookie64: give txcookie64 and rxcookie64, or cookie64 alone`},
 		{minimal + ",rxcookie64=off,cookie64=off,txcookie=1,rxcookie=2", `l2tpv3: rxcookie64 conflicts with cookie64: give txcookie64 and rxcookie64, or cookie64 alone`},
@@ -260,6 +261,7 @@ func TestValidateHandBuilt(t *testing.T) {
 		{with(func(c *Config) { c.UnderlayMTU = 100 }), `l2tpv3: underlay-mtu=100: must be 576..65535`},
 		{with(func(c *Config) { c.UnderlayMTU = -1 }), `l2tpv3: underlay-mtu=-1: must be 576..65535`},
 		{with(func(c *Config) { c.Oversize = 2 }), `l2tpv3: oversize policy 2: unknown`},
+		{with(func(c *Config) { c.TOSInherit, c.TOS = true, 4 }), `l2tpv3: tos=inherit with a fixed TOS 0x4: one or the other`},
 	}
 	for _, tt := range tests {
 		if err := tt.c.Validate(); err == nil || err.Error() != tt.msg {

@@ -16,8 +16,10 @@ func parseValue(key, val string, kind optKind) (optValue, error) {
 		v.on, err = parseBool(key, val)
 	case kindPort:
 		v.num, err = parsePort(key, val)
-	case kindU8:
-		v.num, err = parseNumber(key, val, 8)
+	case kindTOS:
+		if v.on = val == "inherit"; !v.on {
+			v.num, err = parseNumber(key, val, 8)
+		}
 	case kindTTL:
 		v.num, err = parseNumber(key, val, 8)
 		if err == nil && v.num == 0 {

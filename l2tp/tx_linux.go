@@ -66,12 +66,17 @@ type txQueue struct {
 	msgs []mmsghdr
 	iovs []unix.Iovec // one per packet; a message takes one or a GSO run
 
-	gsoMax int                 // largest GSO segment; 0: one message per packet
-	np     int                 // packets in iovs for the current flush
-	first  []int               // msgs[m]'s first packet in iovs
-	segs   []int               // packets in msgs[m]
-	fbytes []int               // frame bytes in msgs[m]
-	ctls   [][gsoCtlSpace]byte // msgs[m]'s UDP_SEGMENT control message
+	gsoMax int                // largest GSO segment; 0: one message per packet
+	np     int                // packets in iovs for the current flush
+	first  []int              // msgs[m]'s first packet in iovs
+	segs   []int              // packets in msgs[m]
+	fbytes []int              // frame bytes in msgs[m]
+	ctls   [][txCtlSpace]byte // msgs[m]'s UDP_SEGMENT and IP_TOS control messages
+	// inherit (tos=inherit) sends each packet with its frame's TOS, marks[p]
+	// for iovs[p], in an IP_TOS / IPV6_TCLASS control message.
+	inherit bool
+	v6      bool
+	marks   []uint8
 
 	// GSO after a refusal: off until gsoRetry, then probed again.
 	gsoOff     bool
@@ -119,7 +124,8 @@ func newTxQueue(c Config, batch int, rc syscall.RawConn, f *os.File, peer sockad
 		fitPkt: min(ul.MTU-c.outerHeaders(), maxPayload(c)), dropAbove: c.Oversize == OversizeDrop,
 		msgs: make([]mmsghdr, batch), iovs: make([]unix.Iovec, batch),
 		first: make([]int, batch), segs: make([]int, batch), fbytes: make([]int, batch),
-		ctls:       make([][gsoCtlSpace]byte, batch),
+		ctls:    make([][txCtlSpace]byte, batch),
+		inherit: c.TOSInherit, v6: c.IPv6, marks: make([]uint8, batch),
 		gsoBackoff: gsoBackoffMin, noBufsWait: noBufsWaitMin, errq: newErrQueue(s),
 	}
 	for i := range q.msgs {
@@ -345,6 +351,9 @@ func (q *txQueue) WriteFrames(bufs [][]byte, sizes []int, offset int) error {
 					continue
 				}
 			}
+			if q.inherit {
+				q.marks[np] = innerTOS(bufs[i][offset : offset+sizes[i]])
+			}
 			pkt := q.enc.Encap(bufs[i], offset, sizes[i])
 			q.iovs[np].Base = &pkt[0]
 			q.iovs[np].SetLen(len(pkt))
@@ -417,6 +426,9 @@ func (q *txQueue) plan(from int) int {
 	m := 0
 	for i := from; i < q.np; m++ {
 		k := gsoRun(q.iovs, i, q.np, q.gsoMax, q.maxPkt)
+		if q.inherit {
+			k = sameMarkRun(q.marks, i, k)
+		}
 		h := &q.msgs[m].Hdr
 		h.Iov = &q.iovs[i]
 		h.SetIovlen(k)
@@ -425,6 +437,9 @@ func (q *txQueue) plan(from int) int {
 			seg = q.iovs[i].Len
 		}
 		setGSO(h, &q.ctls[m], seg)
+		if q.inherit {
+			addTOS(h, &q.ctls[m], q.marks[i], q.v6)
+		}
 		fb := 0
 		for _, v := range q.iovs[i : i+k] {
 			fb += int(v.Len) - q.hl
