@@ -18,7 +18,7 @@ var errHelpShown = errors.New("help shown")
 type options struct {
 	ports    []backend.PortConfig
 	logLevel slog.Level
-	daemon   daemonOptions // --config, --check, --admin, --metrics, --pcap (config.go)
+	daemon   daemonOptions // --config, --check, --admin, --metrics, --pcap (daemon.go)
 }
 
 const usageHead = `Usage: l2tpv3-netdev --stream unix:PATH[,server=on|off] --l2tpv3 OPTIONS [flags]

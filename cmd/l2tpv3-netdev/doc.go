@@ -6,8 +6,8 @@
 // one of the subcommands below instead (a client of a running daemon, or a
 // helper that prints configuration).
 //
-// This package is the thin top: flags and the config file (args.go,
-// config.go), wiring and signals (run.go), the admin client subcommands
+// This package is the thin top: flags, merged over the config file that
+// package config reads (args.go, daemon.go), wiring and signals (run.go), the admin client subcommands
 // (client.go), the plug/unplug command lines (plugargs.go; the work is
 // package plug's) and libvirt-xml. It may import every package of the
 // module; none imports it.

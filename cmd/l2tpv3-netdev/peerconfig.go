@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -122,20 +123,19 @@ func parsePeerConfigArgs(args []string, out io.Writer) (peerRequest, error) {
 // configSessions reads the sessions of the config file's ports: all of
 // them, or those named (each must exist and be valid).
 func configSessions(file string, names []string) ([]l2tp.Config, error) {
-	var o options
-	d := daemonOptions{config: file, pcaps: pcapFlag{}}
-	if err := d.loadFile(&o); err != nil {
+	f, err := loadConfig(file)
+	if err != nil {
 		return nil, err
 	}
 	byName := map[string]l2tp.Config{}
 	var all []l2tp.Config
-	for _, p := range o.ports {
+	for _, p := range f.Ports {
 		byName[p.Name] = p.L2TP
 		all = append(all, p.L2TP)
 	}
-	for _, rp := range d.refused {
-		if len(names) == 0 || contains(names, rp.spec.Name) {
-			return nil, fmt.Errorf("--config %s: port %s: %v", file, rp.spec.Name, rp.err)
+	for _, rp := range f.Refused {
+		if len(names) == 0 || slices.Contains(names, rp.Spec.Name) {
+			return nil, fmt.Errorf("--config %s: port %s: %v", file, rp.Spec.Name, rp.Err)
 		}
 	}
 	if len(names) == 0 {

@@ -90,7 +90,7 @@ func (d *daemon) closeListeners() {
 // every refused one; it returns the ports that started.
 func (d *daemon) startPorts(o options) []*backend.Port {
 	for _, r := range o.daemon.refused {
-		d.ports.Refuse(r.spec, r.err)
+		d.ports.Refuse(r.Spec, r.Err)
 	}
 	var started []*backend.Port
 	for _, cfg := range o.ports {

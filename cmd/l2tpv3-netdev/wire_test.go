@@ -53,7 +53,7 @@ func TestConfigWireKeys(t *testing.T) {
 	}
 	msg := ""
 	for _, r := range o.daemon.refused {
-		msg += r.err.Error()
+		msg += r.Err.Error()
 	}
 	if !strings.Contains(msg, `impair-out: delay "5": want a time`) {
 		t.Errorf("refusals %q do not name impair-out and its token", msg)

@@ -25,7 +25,7 @@ var layer = map[string]int{
 	"pump":    1,
 	"capture": 2, "frontend": 2,
 	"backend": 3,
-	"admin":   4, "metrics": 4,
+	"admin":   4, "metrics": 4, "config": 4,
 	"plug":              5,
 	"cmd/l2tpv3-netdev": 6,
 }
