@@ -3,8 +3,8 @@
 // split virtqueues, and this package moves Ethernet frames in and out of them. It knows
 // nothing of what carries the frames further.
 //
-// A Server (Listen, Dial or FromFD) speaks the control protocol with one front end at a
-// time. When both vrings of queue pair i are started it calls Handler.QueuePairStarted
+// A Server speaks the control protocol with each connection it is handed (ServeConn): one
+// front end at a time, two while a live migration on one host hands over. When both vrings of queue pair i are started it calls Handler.QueuePairStarted
 // with a *QueuePair, whose ReadFrames (guest TX) and WriteFrames (guest RX) are the data
 // path: batched, allocation-free, parked in Go's netpoller on the kick eventfds.
 //
@@ -20,10 +20,12 @@
 //
 // Files: message.go (wire format), conn.go (socket and SCM_RIGHTS), handler.go (request
 // table, fd-count and size checks, REPLY_ACK), session.go, vringmsg.go and memslots.go
-// (protocol state and handlers), memory.go (guest memory table), fault.go (guest-memory faults), vring.go, chain.go, tx.go
-// and rx.go (split virtqueue), queuepair.go (the data-path API), eventfd.go (netpoller),
-// virtionet.go (features and header), stats.go, server.go (listen, dial, inherited fd),
-// dirtylog.go (the migration dirty log: SET_LOG_BASE, LOG_ALL) and announce.go (SEND_RARP).
+// (protocol state and handlers), memory.go (guest memory table), fault.go (guest-memory
+// faults), vring.go, chain.go, tx.go and rx.go (split virtqueue), queuepair.go (the
+// data-path API), eventfd.go (netpoller), virtionet.go (features and header), offload.go
+// and csum.go (the guest's checksum and TSO offloads done in software), stats.go, server.go
+// (the Server and its connections), dirtylog.go (the migration dirty log: SET_LOG_BASE,
+// LOG_ALL), announce.go (SEND_RARP) and endian_big.go (refuses to build on big-endian hosts).
 // vhosttest is an in-process front end for tests.
 //
 // The ring indexes are little-endian u16 fields accessed through 32-bit atomics on their
