@@ -200,16 +200,17 @@ func (h *hostileFE) medianStop(t *testing.T, n int) (took, ref time.Duration) {
 	return trips[n/2].took, trips[n/2].ref
 }
 
-// daemonCPU is a process's user+system CPU time so far (/proc/PID/stat, 10 ms ticks).
+// daemonCPU is a process's user+system CPU time so far (/proc/PID/stat).
 func daemonCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	ut, _ := strconv.ParseUint(f[11], 10, 64) // fields 14 and 15 of stat
 	st, _ := strconv.ParseUint(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
+	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
 }
 
 // daemonFDs counts a process's open fds.

@@ -234,18 +234,6 @@ func (d *netnsDaemon) attach(t *testing.T) *vmConn {
 	return v
 }
 
-// cpu is the daemon's user+system CPU time so far (/proc/PID/stat).
-func (d *netnsDaemon) cpu(t *testing.T) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", d.pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-	ut, _ := strconv.ParseUint(f[11], 10, 64) // fields 14 and 15 of stat
-	st, _ := strconv.ParseUint(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100 // USER_HZ
-}
-
 // finish stops the link's senders, waits until what is in flight has
 // arrived or is gone, makes the kernel's drop counts final (link.tail), and
 // returns the link's counts, the daemon's session counters and what the
@@ -300,9 +288,9 @@ func TestQdiscConservationNetns(t *testing.T) {
 			link := startGoodLink(d.attach(t), peer, 0x7, 1000, 0, 0, toNet)
 
 			time.Sleep(500 * time.Millisecond) // the queue fills
-			wall0, cpu0, got0 := time.Now(), d.cpu(t), link.counts().toNetGot
+			wall0, cpu0, got0 := time.Now(), daemonCPU(t, d.pid), link.counts().toNetGot
 			time.Sleep(2 * time.Second)
-			wall, cpu, moved := time.Since(wall0), d.cpu(t)-cpu0, link.counts().toNetGot-got0
+			wall, cpu, moved := time.Since(wall0), daemonCPU(t, d.pid)-cpu0, link.counts().toNetGot-got0
 			c, side, n := d.finish(t, link, peer)
 			load := float64(cpu) / float64(wall) * 100
 			t.Logf("%s: VM sent %d frames, peer got %d, lost %d, counted %d; qdisc dropped %d; daemon: %s",
