@@ -184,10 +184,18 @@ func (g *goodLink) halt() {
 	g.wg.Wait()
 }
 
-// drain waits until the receivers stop moving (what is in flight has
-// arrived or is gone) and returns the first error seen.
+// drain waits, after halt, until what is in flight has arrived or is gone
+// and returns the first error seen. A windowed direction loses nothing, so
+// it waits for all of it (a quiet spell alone ended too early when the
+// daemon stalled for 300 ms on a loaded machine); then for the receivers to
+// stop moving.
 func (g *goodLink) drain(timeout time.Duration) error {
-	settle(300*time.Millisecond, timeout, func() uint64 {
+	deadline := time.Now().Add(timeout)
+	waitFor(timeout, func() bool {
+		return (g.winToVM == 0 || g.toVMGot.Load()+g.toVMLost.Load() == g.toVMSent.Load()) &&
+			(g.winToNet == 0 || g.toNetGot.Load()+g.toNetLost.Load() == g.toNetSent.Load())
+	})
+	settle(300*time.Millisecond, time.Until(deadline), func() uint64 {
 		return g.toVMGot.Load() + g.toNetGot.Load()
 	})
 	g.mu.Lock()
