@@ -1,4 +1,4 @@
-package main
+package plug
 
 import (
 	"bytes"
@@ -20,7 +20,9 @@ import (
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/admin"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/backend"
-	"github.com/l2tpv3-netdev/l2tpv3-netdev/plug"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testport"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/qmp"
 )
 
 // fakeQMP is a QEMU monitor on a unix socket: it greets, keeps QEMU 7.2's
@@ -233,9 +235,9 @@ func newPlugRig(t *testing.T) *plugRig {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	r := &plugRig{t: t, dir: dir, admin: filepath.Join(dir, "admin.sock")}
-	wait := plug.ConnectWait
-	plug.ConnectWait = 200 * time.Millisecond // a fake QEMU starts no vhost-user queue pair
-	t.Cleanup(func() { plug.ConnectWait = wait })
+	wait := ConnectWait
+	ConnectWait = 200 * time.Millisecond // a fake QEMU starts no vhost-user queue pair
+	t.Cleanup(func() { ConnectWait = wait })
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ports := backend.NewPorts(log)
 	srv := admin.NewServer(ports, log, nil)
@@ -254,35 +256,53 @@ func newPlugRig(t *testing.T) *plugRig {
 // underlay as on an Ethernet host (loopback's own route MTU is 65536).
 func (r *plugRig) l2tpv3() string {
 	return fmt.Sprintf("src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=%d,dstport=%d,txsession=0x10,underlay-mtu=1500",
-		freePort(r.t), freePort(r.t))
+		testport.UDP(r.t, "127.0.0.1"), testport.UDP(r.t, "127.0.0.1"))
 }
 
 // sock is a socket path in the rig's directory.
 func (r *plugRig) sock(name string) string { return filepath.Join(r.dir, name) }
 
-// plug runs the plug command line args (--qmp and --admin added).
-func (r *plugRig) plug(args ...string) (string, error) {
+// vhostUser is a request to plug NIC id on a vhost-user port of the same
+// name listening at path (options may follow), on fresh UDP ports.
+func (r *plugRig) vhostUser(id, path string) Request {
+	return r.request(id, qmp.VhostUser, backend.PortSpec{VhostUser: path})
+}
+
+// stream is likewise for a stream port listening at addr ("unix:PATH").
+func (r *plugRig) stream(id, addr string) Request {
+	return r.request(id, qmp.Stream, backend.PortSpec{Stream: addr})
+}
+
+// request is what the plug command line makes of --id, the front end and
+// --l2tpv3 (--qmp and --admin the rig's): the port named after the NIC,
+// with QEMU's QMP socket for its link, no props, a 30 s timeout.
+func (r *plugRig) request(id string, kind qmp.Kind, spec backend.PortSpec) Request {
+	spec.Name, spec.L2TPv3, spec.QMP, spec.QMPID = id, r.l2tpv3(), "unix:"+r.qemu.path, id
+	return Request{QMP: "unix:" + r.qemu.path, Admin: r.admin, NIC: qmp.NIC{ID: id, Kind: kind},
+		Spec: spec, Props: map[string]any{}, Timeout: 30 * time.Second}
+}
+
+// plug runs Plug on req, its Config and DefaultMTU completed from its Spec
+// as the command line does.
+func (r *plugRig) plug(req Request) (string, error) {
 	r.t.Helper()
-	args = append(args, "--qmp", "unix:"+r.qemu.path, "--admin", r.admin)
-	req, err := parsePlugArgs(args, io.Discard)
+	cfg, err := req.Spec.Parse()
 	if err != nil {
-		r.t.Fatalf("plug %v: %v", args, err)
+		r.t.Fatalf("plug %+v: %v", req.Spec, err)
 	}
+	req.Config = cfg
+	req.DefaultMTU = cfg.L2TP.InnerMTU(l2tp.ProbeUnderlay(cfg.L2TP).MTU)
 	var out bytes.Buffer
-	err = plug.Plug(context.Background(), req, &out)
+	err = Plug(context.Background(), req, &out)
 	return out.String(), err
 }
 
-// unplug runs the unplug command line args (--qmp and --admin added).
-func (r *plugRig) unplug(args ...string) (string, error) {
+// unplug runs Unplug for NIC id and the port of the same name, with
+// timeout (the command line's default: 10 s).
+func (r *plugRig) unplug(id string, timeout time.Duration) (string, error) {
 	r.t.Helper()
-	args = append(args, "--qmp", "unix:"+r.qemu.path, "--admin", r.admin)
-	req, err := parseUnplugArgs(args, io.Discard)
-	if err != nil {
-		r.t.Fatalf("unplug %v: %v", args, err)
-	}
 	var out bytes.Buffer
-	err = plug.Unplug(context.Background(), req, &out)
+	err := Unplug(context.Background(), UnplugRequest{QMP: "unix:" + r.qemu.path, Admin: r.admin, ID: id, Name: id, Timeout: timeout}, &out)
 	return out.String(), err
 }
 
@@ -323,119 +343,13 @@ func (r *plugRig) wantProps(want map[string]any, absent ...string) {
 	}
 }
 
-// TestPlugArgsRefused: every wrong plug line is a usage error naming the
-// option.
-func TestPlugArgsRefused(t *testing.T) {
-	l2 := "src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=5000,dstport=5001,txsession=1"
-	base := func(extra ...string) []string {
-		return append([]string{"--qmp", "unix:/q.sock", "--id", "net1", "--l2tpv3", l2}, extra...)
-	}
-	cases := []struct {
-		name string
-		args []string
-		want string
-	}{
-		{"no qmp", []string{"--id", "net1", "--stream", "unix:/s", "--l2tpv3", l2}, "--qmp unix:PATH is required"},
-		{"qmp tcp", []string{"--qmp", "tcp:localhost:4444", "--id", "n", "--stream", "unix:/s", "--l2tpv3", l2}, `--qmp "tcp:localhost:4444": want unix:PATH`},
-		{"no id", []string{"--qmp", "unix:/q", "--stream", "unix:/s", "--l2tpv3", l2}, "--id is required"},
-		{"bad id", []string{"--qmp", "unix:/q", "--id", "1net", "--stream", "unix:/s", "--l2tpv3", l2}, `--id "1net": want a letter`},
-		{"id with blank", []string{"--qmp", "unix:/q", "--id", "net 1", "--stream", "unix:/s", "--l2tpv3", l2}, `--id "net 1"`},
-		{"neither", base(), "--vhost-user PATH or --stream unix:PATH is required"},
-		{"both", base("--stream", "unix:/s", "--vhost-user", "/v"), "--vhost-user and --stream are exclusive"},
-		{"bad mac", base("--stream", "unix:/s", "--mac", "52:54:00:12:34"), `--mac "52:54:00:12:34": want a unicast`},
-		{"multicast mac", base("--stream", "unix:/s", "--mac", "01:00:5e:00:00:01"), `--mac "01:00:5e:00:00:01"`},
-		{"8-byte mac", base("--stream", "unix:/s", "--mac", "52:54:00:12:34:56:78:9a"), "--mac"},
-		{"no l2tpv3", []string{"--qmp", "unix:/q", "--id", "n", "--stream", "unix:/s"}, "--l2tpv3 is required"},
-		{"bad l2tpv3", []string{"--qmp", "unix:/q", "--id", "n", "--stream", "unix:/s", "--l2tpv3", "src=127.0.0.1,udp=on"}, "--l2tpv3"},
-		{"stream tcp", base("--stream", "tcp:127.0.0.1:5555"), `--stream "tcp:127.0.0.1:5555": want unix:PATH`},
-		{"stream client", base("--stream", "unix:/s,server=off"), "server=on"},
-		{"bad stream", base("--stream", "unix:/s,sever=on"), `unknown key "sever"`},
-		{"vhost client", base("--vhost-user", "/v,server=off"), "server=off cannot be plugged"},
-		{"bad vhost", base("--vhost-user", "/v,queues=99"), "queues"},
-		{"mtu clash", base("--vhost-user", "/v,mtu=1400", "--mtu", "1450"), "--mtu 1450 differs from --vhost-user mtu=1400"},
-		{"mtu range", base("--stream", "unix:/s", "--mtu", "40"), "--mtu 40: want 68..65535"},
-		{"bad name", base("--stream", "unix:/s", "--name", "a/b"), `port name "a/b"`},
-		{"bad prop", base("--stream", "unix:/s", "--prop", "romfile"), `invalid value "romfile" for flag -prop: want KEY=VALUE`},
-		{"prop id", base("--stream", "unix:/s", "--prop", "netdev=x"), "netdev is set by plug itself"},
-		{"bad timeout", base("--stream", "unix:/s", "--timeout", "0s"), "--timeout 0s"},
-		{"unknown flag", base("--stream", "unix:/s", "--queues", "2"), "flag provided but not defined: -queues"},
-		{"argument", base("--stream", "unix:/s", "extra"), `unexpected argument "extra"`},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			_, err := parsePlugArgs(c.args, io.Discard)
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("err = %v, want it to contain %q", err, c.want)
-			}
-			if !errors.As(err, new(usageError)) {
-				t.Errorf("%v is not a usage error", err)
-			}
-		})
-	}
-}
-
-// TestUnplugArgsRefused: likewise for unplug.
-func TestUnplugArgsRefused(t *testing.T) {
-	cases := []struct {
-		args []string
-		want string
-	}{
-		{[]string{"--id", "net1"}, "--qmp unix:PATH is required"},
-		{[]string{"--qmp", "unix:/q"}, "--id is required"},
-		{[]string{"--qmp", "unix:/q", "--id", "-x"}, `--id "-x"`},
-		{[]string{"--qmp", "unix:/q", "--id", "n", "--timeout", "soon"}, `invalid value "soon" for flag -timeout`},
-		{[]string{"--qmp", "unix:/q", "--id", "n", "--timeout", "-1s"}, "--timeout -1s"},
-		{[]string{"--qmp", "unix:/q", "--id", "n", "--vhost-user", "/v"}, "flag provided but not defined: -vhost-user"},
-	}
-	for _, c := range cases {
-		_, err := parseUnplugArgs(c.args, io.Discard)
-		if err == nil || !strings.Contains(err.Error(), c.want) || !errors.As(err, new(usageError)) {
-			t.Errorf("unplug %v: err = %v, want a usage error containing %q", c.args, err, c.want)
-		}
-	}
-}
-
-// TestPlugCommandLine: --help for both, exit status 2 and the option named
-// for a refused line, paths made absolute, --name defaulting to --id.
-func TestPlugCommandLine(t *testing.T) {
-	for _, sub := range []string{"plug", "unplug"} {
-		var out, errOut bytes.Buffer
-		if code := realMain([]string{sub, "--help"}, &out, &errOut); code != 0 || !strings.HasPrefix(out.String(), "Usage: l2tpv3-netdev "+sub+" --qmp") {
-			t.Errorf("%s --help: exit %d, output %q", sub, code, out.String())
-		}
-		out.Reset()
-		if code := realMain([]string{sub, "--id", "n"}, &out, &errOut); code != exitUsage ||
-			!strings.Contains(errOut.String(), "l2tpv3-netdev "+sub+": --qmp unix:PATH is required") {
-			t.Errorf("%s without --qmp: exit %d, stderr %q", sub, code, errOut.String())
-		}
-	}
-	cwd, _ := os.Getwd()
-	r, err := parsePlugArgs([]string{"--qmp", "unix:q.sock", "--id", "net1", "--vhost-user", "v.sock,queues=2",
-		"--l2tpv3", "src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=5000,dstport=5001,txsession=1", "--mtu", "9000"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := filepath.Join(cwd, "v.sock") + ",queues=2,mtu=9000"; r.Spec.VhostUser != want || r.Spec.Name != "net1" {
-		t.Errorf("spec %+v, want vhost_user %q and name net1", r.Spec, want)
-	}
-	r, err = parsePlugArgs([]string{"--qmp", "/abs/q.sock", "--id", "net1", "--stream", "unix:s.sock,mode=0660", "--name", "vm2-net1",
-		"--l2tpv3", "src=127.0.0.1,dst=127.0.0.1,udp=on,srcport=5000,dstport=5001,txsession=1", "--prop", "romfile=", "--prop", "vectors=4", "--prop", "x-on=on"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := "unix:" + filepath.Join(cwd, "s.sock") + ",mode=0660"; r.Spec.Stream != want || r.Spec.Name != "vm2-net1" {
-		t.Errorf("spec %+v, want stream %q, name vm2-net1", r.Spec, want)
-	}
-	if want := map[string]any{"romfile": "", "vectors": int64(4), "x-on": true}; !reflect.DeepEqual(r.Props, want) {
-		t.Errorf("props %#v, want %#v", r.Props, want)
-	}
-}
-
 // TestPlugVhostUserTCG: the port opens first, then chardev-add, netdev_add,
 // device_add with the MAC, the port's MTU and vectors=0 (QEMU without KVM).
 func TestPlugVhostUserTCG(t *testing.T) {
 	r := newPlugRig(t)
-	out, err := r.plug("--id", "net1", "--mac", "52:54:00:00:00:01", "--vhost-user", r.sock("net1.sock"), "--l2tpv3", r.l2tpv3())
+	req := r.vhostUser("net1", r.sock("net1.sock"))
+	req.NIC.MAC = "52:54:00:00:00:01"
+	out, err := r.plug(req)
 	if err != nil {
 		t.Fatalf("plug: %v\n%s", err, out)
 	}
@@ -464,7 +378,9 @@ func TestPlugVhostUserTCG(t *testing.T) {
 func TestPlugVhostUserKVMQueues(t *testing.T) {
 	r := newPlugRig(t)
 	r.qemu.kvm = true
-	out, err := r.plug("--id", "net2", "--name", "vm-net2", "--vhost-user", r.sock("n2.sock")+",queues=2", "--mtu", "9000", "--l2tpv3", r.l2tpv3())
+	req := r.vhostUser("net2", r.sock("n2.sock")+",queues=2,mtu=9000") // --mtu 9000 folded in
+	req.Spec.Name, req.MTU = "vm-net2", 9000
+	out, err := r.plug(req)
 	if err != nil {
 		t.Fatalf("plug: %v\n%s", err, out)
 	}
@@ -485,8 +401,10 @@ func TestPlugVhostUserKVMQueues(t *testing.T) {
 // host_mtu what a 1500-byte underlay carries; --prop values are typed.
 func TestPlugStream(t *testing.T) {
 	r := newPlugRig(t)
-	out, err := r.plug("--id", "net3", "--stream", "unix:"+r.sock("n3.sock"), "--l2tpv3", r.l2tpv3()+",l2spec=default",
-		"--prop", "romfile=", "--bus", "pci.0")
+	req := r.stream("net3", "unix:"+r.sock("n3.sock"))
+	req.Spec.L2TPv3 += ",l2spec=default"
+	req.Props["romfile"], req.NIC.Bus = "", "pci.0"
+	out, err := r.plug(req)
 	if err != nil {
 		t.Fatalf("plug: %v\n%s", err, out)
 	}
@@ -510,7 +428,9 @@ func TestPlugStream(t *testing.T) {
 func TestPlugRollback(t *testing.T) {
 	r := newPlugRig(t)
 	r.qemu.fail["device_add"] = "Bus 'pcie.0' does not support hotplugging"
-	out, err := r.plug("--id", "net1", "--vhost-user", r.sock("net1.sock"), "--l2tpv3", r.l2tpv3(), "--bus", "pcie.0")
+	req := r.vhostUser("net1", r.sock("net1.sock"))
+	req.NIC.Bus = "pcie.0"
+	out, err := r.plug(req)
 	if err == nil {
 		t.Fatalf("plug succeeded:\n%s", out)
 	}
@@ -532,7 +452,7 @@ func TestPlugRollback(t *testing.T) {
 	// A failure at netdev_add: only the chardev to undo.
 	delete(r.qemu.fail, "device_add")
 	r.qemu.fail["netdev_add"] = "vhost-user requires shared memory"
-	_, err = r.plug("--id", "net1", "--vhost-user", r.sock("net1.sock"), "--l2tpv3", r.l2tpv3())
+	_, err = r.plug(r.vhostUser("net1", r.sock("net1.sock")))
 	if err == nil || !strings.HasPrefix(err.Error(), "qmp netdev_add: vhost-user requires shared memory (port net1 removed again") {
 		t.Errorf("error: %v", err)
 	}
@@ -548,7 +468,7 @@ func TestPlugPortRefused(t *testing.T) {
 	if _, err := r.ac.AddPort(context.Background(), backend.PortSpec{Name: "net1", Stream: "unix:" + r.sock("a.sock"), L2TPv3: r.l2tpv3()}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := r.plug("--id", "net1", "--vhost-user", r.sock("b.sock"), "--l2tpv3", r.l2tpv3())
+	_, err := r.plug(r.vhostUser("net1", r.sock("b.sock")))
 	if err == nil || !strings.Contains(err.Error(), "(nothing was plugged)") || !errors.Is(err, backend.ErrPortExists) {
 		t.Fatalf("err = %v", err)
 	}
@@ -561,12 +481,9 @@ func TestPlugPortRefused(t *testing.T) {
 // TestPlugQEMUUnreachable: no QMP socket, no port opened.
 func TestPlugQEMUUnreachable(t *testing.T) {
 	r := newPlugRig(t)
-	req, err := parsePlugArgs([]string{"--qmp", "unix:" + r.sock("none.sock"), "--id", "net1", "--admin", r.admin,
-		"--stream", "unix:" + r.sock("s.sock"), "--l2tpv3", r.l2tpv3(), "--timeout", "2s"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = plug.Plug(context.Background(), req, io.Discard)
+	req := r.stream("net1", "unix:"+r.sock("s.sock"))
+	req.QMP, req.Timeout = "unix:"+r.sock("none.sock"), 2*time.Second
+	_, err := r.plug(req)
 	if err == nil || !strings.HasPrefix(err.Error(), "--qmp unix:"+r.sock("none.sock")+": ") {
 		t.Fatalf("err = %v", err)
 	}
@@ -579,10 +496,10 @@ func TestPlugQEMUUnreachable(t *testing.T) {
 // the port and its socket file are gone; a second unplug finds nothing.
 func TestUnplug(t *testing.T) {
 	r := newPlugRig(t)
-	if out, err := r.plug("--id", "net1", "--vhost-user", r.sock("net1.sock"), "--l2tpv3", r.l2tpv3()); err != nil {
+	if out, err := r.plug(r.vhostUser("net1", r.sock("net1.sock"))); err != nil {
 		t.Fatalf("plug: %v\n%s", err, out)
 	}
-	out, err := r.unplug("--id", "net1")
+	out, err := r.unplug("net1", 10*time.Second)
 	if err != nil {
 		t.Fatalf("unplug: %v\n%s", err, out)
 	}
@@ -597,7 +514,7 @@ func TestUnplug(t *testing.T) {
 	if !strings.Contains(out, "net1 unplugged from QEMU") || !strings.Contains(out, "port net1 removed: ") {
 		t.Errorf("output:\n%s", out)
 	}
-	_, err = r.unplug("--id", "net1")
+	_, err = r.unplug("net1", 10*time.Second)
 	if err == nil || err.Error() != "nothing to unplug: QEMU has no NIC net1 and the daemon no port net1" {
 		t.Errorf("second unplug: %v", err)
 	}
@@ -608,11 +525,11 @@ func TestUnplug(t *testing.T) {
 func TestUnplugGuestKeepsDevice(t *testing.T) {
 	r := newPlugRig(t)
 	r.qemu.keep = true
-	if out, err := r.plug("--id", "net1", "--stream", "unix:"+r.sock("s.sock"), "--l2tpv3", r.l2tpv3()); err != nil {
+	if out, err := r.plug(r.stream("net1", "unix:"+r.sock("s.sock"))); err != nil {
 		t.Fatalf("plug: %v\n%s", err, out)
 	}
 	start := time.Now()
-	_, err := r.unplug("--id", "net1", "--timeout", "300ms")
+	_, err := r.unplug("net1", 300*time.Millisecond)
 	if err == nil || !strings.Contains(err.Error(), "the guest did not release the device") ||
 		!strings.Contains(err.Error(), "port net1 left in the daemon") {
 		t.Fatalf("err = %v", err)
@@ -633,7 +550,7 @@ func TestUnplugQEMUSideGone(t *testing.T) {
 	if _, err := r.ac.AddPort(context.Background(), backend.PortSpec{Name: "net1", Stream: "unix:" + r.sock("a.sock"), L2TPv3: r.l2tpv3()}); err != nil {
 		t.Fatal(err)
 	}
-	out, err := r.unplug("--id", "net1")
+	out, err := r.unplug("net1", 10*time.Second)
 	if err != nil || !strings.Contains(out, "QEMU has no NIC net1 (already unplugged?)") || !strings.Contains(out, "port net1 removed") {
 		t.Fatalf("unplug: %v\n%s", err, out)
 	}
