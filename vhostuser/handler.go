@@ -71,6 +71,7 @@ var reqTable = [reqMax]reqSpec{
 // ends the connection.
 func (s *session) dispatch(m *message) error {
 	defer m.closeFDs()
+	defer s.unmapRetired() // after the reply: see swapMem
 	req := m.hdr.req
 	var spec *reqSpec
 	if req < reqMax {

@@ -21,7 +21,8 @@ type region struct {
 // memTable is an immutable set of regions. SET_MEM_TABLE builds a new one and swaps it into
 // every vring while holding all vring locks, so a worker (which touches guest memory only
 // under its vring lock) sees the old table or the new one, never a mixture; the old table
-// is unmapped only after the swap, when no worker can still hold a slice of it.
+// is unmapped only after the swap, when no worker can still hold a slice of it (after the
+// request's reply: session.swapMem).
 type memTable struct {
 	regions []region
 }

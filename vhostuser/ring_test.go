@@ -2,10 +2,16 @@ package vhostuser
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"slices"
+	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/vhostuser/vhosttest"
 )
@@ -412,4 +418,86 @@ func TestDeliverFramesDisabled(t *testing.T) {
 	if st := r.srv.Stats(); len(st.Queues) != 1 || st.Queues[0].RXFrames != 2 {
 		t.Fatalf("per-queue stats %+v", st.Queues)
 	}
+}
+
+// ackWatch is a transport that calls onAck, on the control goroutine, as it sends the reply
+// to each SET_MEM_TABLE.
+type ackWatch struct {
+	transport
+	onAck func()
+}
+
+// send calls onAck before a SET_MEM_TABLE reply goes out.
+func (w *ackWatch) send(p []byte) error {
+	if len(p) >= hdrSize && request(binary.NativeEndian.Uint32(p)) == reqSetMemTable {
+		w.onAck()
+	}
+	return w.transport.send(p)
+}
+
+// TestMemTableUnmappedAfterReply: SET_MEM_TABLE's REPLY_ACK goes out while the table it
+// replaced is still mapped, and that table is unmapped before the next request is served
+// (munmap of memory the workers were touching costs more than the rest of the request).
+// Before, the old table was unmapped before the reply.
+func TestMemTableUnmappedAfterReply(t *testing.T) {
+	fe, conn, err := vhosttest.Pair()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Config{Logger: testLogger()}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []*memTable // s.mem at each reply
+	var mappedAtReply []bool
+	w := &ackWatch{transport: newUnixTransport(conn)}
+	s := newSession(&cfg, newRecorder(), cfg.Logger, w)
+	w.onAck = func() {
+		if n := len(tables); n > 0 {
+			mappedAtReply = append(mappedAtReply, mapped(t, tables[n-1]))
+		}
+		tables = append(tables, s.mem)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.run() }()
+	defer func() { fe.Close(); <-done }()
+	if _, err := fe.Negotiate(allFeatures, allProto); err != nil {
+		t.Fatal(err)
+	}
+	mem, err := vhosttest.NewMemory(1<<20, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mem.Close()
+	for range 3 {
+		if err := fe.SetMemTable(mem); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Served after the third SET_MEM_TABLE: what the control goroutine did since is seen.
+	if _, err := fe.Get(vhosttest.GetFeatures, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(mappedAtReply, []bool{true, true}) {
+		t.Errorf("the replaced table mapped when the reply went out: %v, want [true true]", mappedAtReply)
+	}
+	for i, tb := range tables[:2] {
+		if mapped(t, tb) {
+			t.Errorf("table %d still mapped after the next request", i)
+		}
+	}
+}
+
+// mapped reports whether tb's first region is mapped in this process (/proc/self/maps).
+func mapped(t *testing.T, tb *memTable) bool {
+	t.Helper()
+	m := tb.regions[0].mapping
+	if m == nil {
+		return false
+	}
+	b, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Error(err) // called on the control goroutine too: no Fatal
+	}
+	return strings.Contains(string(b), fmt.Sprintf("\n%x-", uintptr(unsafe.Pointer(&m[0]))))
 }

@@ -28,10 +28,13 @@ type session struct {
 	nRegions   atomic.Int64 // regions mapped, for Server.Stats
 	nSealed    atomic.Int64 // of those, sealed against shrinking
 	mem        *memTable
-	dlog       *dirtyLog // the last SET_LOG_BASE; the vrings use it while LOG_ALL is acked
-	vrings     []*vring
-	pairs      []*QueuePair
-	stats      []vringStats
+	// retired is the table swapMem replaced, unmapped (but for what retiredKeep, its
+	// successor, shares) once the request's reply is out: unmapRetired.
+	retired, retiredKeep *memTable
+	dlog                 *dirtyLog // the last SET_LOG_BASE; the vrings use it while LOG_ALL is acked
+	vrings               []*vring
+	pairs                []*QueuePair
+	stats                []vringStats
 
 	// fatal is why a worker ended the connection (a dirty log too small, a guest-memory
 	// fault); run returns it.
@@ -114,6 +117,7 @@ func (s *session) resetRings(forget bool) {
 		}
 		v.mu.Unlock()
 	}
+	s.unmapRetired()
 	s.mem.unmap()
 	s.mem = nil
 	s.dlog.unmap()
@@ -265,9 +269,13 @@ func (s *session) setMemTable(m *message) ([]byte, error) {
 }
 
 // swapMem installs t in every vring under all vring locks (re-translating live rings), so
-// workers see the old table or the new one, never a mixture, and unmaps the regions of the
-// old table that t no longer holds only after that, when no worker can still touch them.
+// workers see the old table or the new one, never a mixture. From then on nobody touches
+// the old table: workers reach guest memory only through their vring's table, under its
+// lock, and the control goroutine through s.mem. Its regions that t no longer holds are
+// unmapped after the reply (unmapRetired), since munmap of memory workers were touching
+// (page-table teardown, TLB shootdowns) took longer than the rest of the request.
 func (s *session) swapMem(t *memTable) {
+	s.unmapRetired()
 	s.lockAll()
 	old := s.mem
 	s.mem = t
@@ -276,9 +284,17 @@ func (s *session) swapMem(t *memTable) {
 		v.remap()
 	}
 	s.unlockAll()
-	old.unmapExcept(t)
+	s.retired, s.retiredKeep = old, t
 	s.nRegions.Store(int64(len(t.regions)))
 	s.nSealed.Store(int64(t.sealedRegions()))
+}
+
+// unmapRetired unmaps the regions of the table swapMem replaced that its successor does not
+// share: dispatch calls it once the reply is sent, resetRings before it unmaps the current
+// table (whose mappings decide what is shared).
+func (s *session) unmapRetired() {
+	s.retired.unmapExcept(s.retiredKeep)
+	s.retired, s.retiredKeep = nil, nil
 }
 
 // netSetMTU records the MTU the front end configured for the guest.
