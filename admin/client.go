@@ -82,6 +82,12 @@ func (c *Client) RemovePort(ctx context.Context, name string) (backend.PortStatu
 	return out, c.do(ctx, http.MethodDelete, portPath(name), nil, &out)
 }
 
+// Reload makes the daemon re-read its config file (POST /v1/reload).
+func (c *Client) Reload(ctx context.Context) (backend.Change, error) {
+	var out backend.Change
+	return out, c.do(ctx, http.MethodPost, "/v1/reload", nil, &out)
+}
+
 // StartCapture makes the daemon write a port's frames to a pcap file.
 func (c *Client) StartCapture(ctx context.Context, name string, req CaptureRequest) (capture.Status, error) {
 	var out capture.Status

@@ -32,8 +32,9 @@ type Server struct {
 	metrics http.Handler
 	mux     *http.ServeMux
 
-	mu sync.Mutex // guards hs
-	hs *http.Server
+	mu     sync.Mutex // guards hs and reload
+	hs     *http.Server
+	reload func() (backend.Change, error)
 }
 
 // NewServer serves ports; metrics, if not nil, answers GET /metrics.
@@ -49,11 +50,39 @@ func NewServer(ports *backend.Ports, log *slog.Logger, metrics http.Handler) *Se
 	s.mux.HandleFunc("GET /v1/ports/{name}/capture", s.streamCapture)
 	s.mux.HandleFunc("PUT /v1/ports/{name}/link", s.setLink)
 	s.mux.HandleFunc("PUT /v1/ports/{name}/impairment", s.setImpairment)
+	s.mux.HandleFunc("POST /v1/reload", s.serveReload)
 	s.mux.HandleFunc("GET /metrics", s.serveMetrics)
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("%s %s: no such endpoint", r.Method, r.URL.Path))
 	})
 	return s
+}
+
+// SetReload makes POST /v1/reload call reload (the daemon's config file
+// reload); without it the endpoint answers 404.
+func (s *Server) SetReload(reload func() (backend.Change, error)) {
+	s.mu.Lock()
+	s.reload = reload
+	s.mu.Unlock()
+}
+
+// serveReload answers POST /v1/reload: 200 with what changed, 400 with
+// the file's error when it was refused (nothing changed), 404 without a
+// config file.
+func (s *Server) serveReload(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	reload := s.reload
+	s.mu.Unlock()
+	if reload == nil {
+		writeError(w, http.StatusNotFound, errors.New("POST /v1/reload: the daemon runs without --config: nothing to reload"))
+		return
+	}
+	ch, err := reload()
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, ch)
 }
 
 // Handler is the API, for a listener of the caller's choosing (tests).

@@ -559,3 +559,21 @@ func readPcap(t *testing.T, path string) [][]byte {
 		out = append(out, data)
 	}
 }
+
+// POST /v1/reload answers 404 without a reload (no config file), 400 with
+// a refused reload's error, and 200 with what changed.
+func TestReloadEndpoint(t *testing.T) {
+	r := newRig(t)
+	_, err := r.c.Reload(ctx(t))
+	wantAPIError(t, err, http.StatusNotFound, "runs without --config")
+	r.srv.SetReload(func() (backend.Change, error) {
+		return backend.Change{}, errors.New("--config /x.toml: toml: line 2: bad")
+	})
+	_, err = r.c.Reload(ctx(t))
+	wantAPIError(t, err, http.StatusBadRequest, "--config /x.toml: toml: line 2: bad")
+	r.srv.SetReload(func() (backend.Change, error) { return backend.Change{Added: []string{"b"}, Kept: []string{"c"}}, nil })
+	ch, err := r.c.Reload(ctx(t))
+	if err != nil || fmt.Sprint(ch.Added, ch.Kept, len(ch.Removed)) != "[b] [c] 0" {
+		t.Fatalf("reload: %+v, %v", ch, err)
+	}
+}

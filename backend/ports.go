@@ -34,14 +34,15 @@ func (e existsError) Is(target error) bool { return target == ErrPortExists }
 // data path.
 type Ports struct {
 	log    *slog.Logger
-	mu     sync.Mutex            // guards m and failed
+	mu     sync.Mutex            // guards m, asked and failed
 	m      map[string]*Port      // running ports
+	asked  map[string]PortConfig // each running port's config as given to Add
 	failed map[string]PortStatus // ports that could not start
 }
 
 // NewPorts returns an empty set logging through log.
 func NewPorts(log *slog.Logger) *Ports {
-	return &Ports{log: log, m: map[string]*Port{}, failed: map[string]PortStatus{}}
+	return &Ports{log: log, m: map[string]*Port{}, asked: map[string]PortConfig{}, failed: map[string]PortStatus{}}
 }
 
 // Add opens and starts a port. A duplicate name or socket path is refused
@@ -65,6 +66,7 @@ func (ps *Ports) Add(cfg PortConfig) (*Port, error) {
 		return nil, fmt.Errorf("port %s: %w", cfg.Name, err)
 	}
 	ps.m[cfg.Name] = p
+	ps.asked[cfg.Name] = cfg
 	delete(ps.failed, cfg.Name)
 	p.Start()
 	return p, nil
@@ -121,6 +123,7 @@ func (ps *Ports) Remove(name string) (PortStatus, error) {
 	ps.mu.Lock()
 	p, ok := ps.m[name]
 	delete(ps.m, name)
+	delete(ps.asked, name)
 	failed, wasFailed := ps.failed[name]
 	delete(ps.failed, name)
 	ps.mu.Unlock()
@@ -197,6 +200,7 @@ func (ps *Ports) Close() {
 	ps.mu.Lock()
 	list := ps.m
 	ps.m = map[string]*Port{}
+	ps.asked = map[string]PortConfig{}
 	ps.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, p := range list {

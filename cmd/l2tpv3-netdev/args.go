@@ -98,6 +98,7 @@ Subcommands (--admin PATH, default ` + defaultAdminPath + `):
   l2tpv3-netdev port capture NAME FILE  (or NAME --stop) a pcap of the port's frames
   l2tpv3-netdev port link NAME down|up [in|out]   cut or restore the port's wire
   l2tpv3-netdev port impair NAME [in|out] SPEC...|clear   set, change or clear impairments
+  l2tpv3-netdev reload               re-read --config: add, remove, replace changed ports (as SIGHUP)
   l2tpv3-netdev plug --qmp unix:QMP --id ID ...   open a port, then hot-plug its NIC into a running VM
   l2tpv3-netdev unplug --qmp unix:QMP --id ID     hot-unplug the NIC, then close its port
   l2tpv3-netdev libvirt-xml --id ID --vhost-user PATH ...   the libvirt <interface> for a port
@@ -111,7 +112,7 @@ Other flags:
   --version          print the version and exit
   --help             this text
 
-Signals: SIGUSR1 prints the counters; SIGTERM or SIGINT exits cleanly (counters printed).
+Signals: SIGUSR1 prints the counters; SIGHUP reloads --config; SIGTERM or SIGINT exits cleanly (counters printed).
 
 `
 

@@ -22,7 +22,8 @@ type daemonOptions struct {
 	metrics  string
 	pcaps    pcapFlag
 	refused  []config.Refused
-	nPorts   int // ports the config and flags name, good or bad
+	nPorts   int      // ports the config and flags name, good or bad
+	owned    []string // the ports the config file names, good or bad: a reload's to change
 	levelSet bool
 }
 
@@ -66,6 +67,7 @@ func (d *daemonOptions) finish(o *options, fs *flag.FlagSet, spec backend.PortSp
 		if err := d.loadFile(o); err != nil {
 			return err
 		}
+		d.owned = portNames(o.ports, d.refused...)
 	}
 	// The command line's port is wanted when its flags are given, or when
 	// nothing else would run: --admin alone starts an empty daemon that

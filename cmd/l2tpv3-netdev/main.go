@@ -29,6 +29,7 @@ var subcommands = map[string]subcommand{
 	"plug":        {plugMain, 1},
 	"unplug":      {unplugMain, 1},
 	"peer-config": {peerConfigMain, 1},
+	"reload":      {reloadMain, 1},
 }
 
 // main dispatches to a subcommand or runs the daemon.

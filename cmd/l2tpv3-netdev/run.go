@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"sync"
 	"syscall"
 	"time"
 
@@ -29,6 +30,10 @@ type daemon struct {
 	metrics *http.Server
 
 	metricsHandler http.Handler // GET /metrics, on either listener
+
+	config   string     // --config, re-read by reload ("" without one)
+	reloadMu sync.Mutex // one reload at a time; guards owned
+	owned    []string   // the ports the config file names, good or refused
 }
 
 // run opens the admin socket and metrics listener (refusing at start what
@@ -37,10 +42,13 @@ type daemon struct {
 // ends when every port has ended, or when none could start.
 func run(o options, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.logLevel}))
-	d := &daemon{log: log, ports: backend.NewPorts(log)}
+	d := &daemon{log: log, ports: backend.NewPorts(log), config: o.daemon.config, owned: o.daemon.owned}
 	defer d.ports.Close()
 	d.metricsHandler = metrics.Handler(d.ports.Statuses)
 	d.srv = admin.NewServer(d.ports, log, d.metricsHandler)
+	if d.config != "" {
+		d.srv.SetReload(d.reload)
+	}
 	if err := d.listen(o.daemon); err != nil {
 		return err
 	}
@@ -119,12 +127,13 @@ func (d *daemon) noPortError(o options) error {
 	return fmt.Errorf("none of the %d ports could start (each is logged above)", len(sts))
 }
 
-// wait serves until SIGTERM/SIGINT (SIGUSR1 prints the counters). Without
+// wait serves until SIGTERM/SIGINT (SIGUSR1 prints the counters, SIGHUP
+// reloads the config file). Without
 // an admin socket, it also returns once every port has ended, with the
 // last one's error.
 func (d *daemon) wait(started []*backend.Port) error {
 	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	allDone := make(chan error, 1)
 	if d.adminLn == nil {
@@ -133,8 +142,12 @@ func (d *daemon) wait(started []*backend.Port) error {
 	for {
 		select {
 		case s := <-sigs:
-			if s == syscall.SIGUSR1 {
+			switch s {
+			case syscall.SIGUSR1:
 				logCounters(d.ports.List())
+				continue
+			case syscall.SIGHUP:
+				d.reloadOnSignal()
 				continue
 			}
 			d.log.Info("exiting", "signal", s.String())
@@ -147,6 +160,16 @@ func (d *daemon) wait(started []*backend.Port) error {
 			return err
 		}
 	}
+}
+
+// reloadOnSignal reloads the config file on SIGHUP; without one it says
+// so rather than doing nothing silently.
+func (d *daemon) reloadOnSignal() {
+	if d.config == "" {
+		d.log.Warn("SIGHUP ignored: no --config to reload")
+		return
+	}
+	d.reload() // logs its summary or its refusal
 }
 
 // waitAll waits for every port to end and returns the last failure.
