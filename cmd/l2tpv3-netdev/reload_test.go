@@ -157,8 +157,8 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// A SIGHUP reload adds a session to a running shared tunnel and removes
-// another while a third carries traffic: the third loses nothing (every
+// A SIGHUP reload adds a session to a running shared tunnel, replaces it
+// when its table changes, and removes another while a third carries traffic: the third loses nothing (every
 // frame the peer sent arrives, in order, and its counters were never
 // reset). A broken file, a file with one bad port and a port clashing with
 // one added over the API change nothing and are refused naming the file;
@@ -227,11 +227,18 @@ func TestReloadSharedTunnel(t *testing.T) {
 		t.Fatalf("b's VM read %d, %v; want frame 7", seq, err)
 	}
 
+	// b's table changes: b is replaced, c kept.
+	r.write(t, strings.Replace(r.portsText(map[string]uint32{"b": 0x22, "c": 0x23}), "txsession=18,", "txsession=24,", 1))
+	r.hup(t, 2, `added=0 removed=0 replaced=1 kept=1 failed=0 changed=~b`)
+	if st, err := r.c.Port(context.Background(), "b"); err != nil || !strings.Contains(st.L2TPv3, "txsession=0x18") {
+		t.Fatalf("b after its replacement: %s, %v", st.L2TPv3, err)
+	}
+
 	// Refused reloads: each changes nothing.
 	r.write(t, "[[port]\nname = \"c\"\n")
-	r.hup(t, 2, `msg="config reload refused, nothing changed" config=`+r.config)
+	r.hup(t, 3, `msg="config reload refused, nothing changed" config=`+r.config)
 	r.write(t, r.portsText(map[string]uint32{"c": 0x23})+"[[port]]\nname = \"d\"\nstream = \"unix:/tmp/x.sock\"\nl2tpv3 = \"src=127.0.0.1,udp=on,srcport=1,dstport=9,txsession=1\"\n")
-	r.hup(t, 3, "port d: --l2tpv3: missing dst")
+	r.hup(t, 4, "port d: --l2tpv3: missing dst")
 	var out, errOut bytes.Buffer
 	if code := realMain([]string{"reload", "--admin", r.admin}, &out, &errOut); code != 1 ||
 		!strings.Contains(errOut.String(), r.config) || !strings.Contains(errOut.String(), "port d: --l2tpv3: missing dst") {
@@ -243,7 +250,7 @@ func TestReloadSharedTunnel(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.write(t, r.portsText(map[string]uint32{"b": 0x22, "c": 0x23})+fmt.Sprintf("[[port]]\nname = \"e\"\nstream = \"unix:%s/e2.sock\"\nl2tpv3 = %q\n", r.dir, extra.L2TPv3))
-	r.hup(t, 5, "port e: a port of that name runs that the config did not start")
+	r.hup(t, 6, "port e: a port of that name runs that the config did not start")
 	for _, name := range []string{"b", "c", "e"} {
 		if st, err := r.c.Port(context.Background(), name); err != nil || st.State != backend.PortRunning {
 			t.Errorf("port %s after the refused reloads: %+v, %v", name, st.State, err)
@@ -281,5 +288,5 @@ func TestReloadSharedTunnel(t *testing.T) {
 	if strings.Contains(r.d.log.String(), `msg="port removed" port=c`) {
 		t.Error("the reloads touched port c")
 	}
-	t.Logf("c carried %d of %d frames through 5 reloads; b joined, a and b left", got.Load(), sent.Load())
+	t.Logf("c carried %d of %d frames through 6 reloads; b joined, was replaced, left; a left", got.Load(), sent.Load())
 }
