@@ -33,7 +33,7 @@ func TestGuestMemoryFaultDaemon(t *testing.T) {
 	bySide, byPeer, _ := udpPair(t, 0x5002, 0x5003, "", "")
 	victimSock, bySock := filepath.Join(dir, "victim.sock"), filepath.Join(dir, "by.sock")
 	conf := filepath.Join(dir, "l2tpv3-netdev.toml")
-	cfg := fmt.Sprintf("metrics = %q\nlog-level = \"warn\"\n\n"+
+	cfg := fmt.Sprintf("metrics = %q\nlog-level = \"info\"\n\n"+ // info: connections and pairs in the log a failure prints
 		"[[port]]\nname = \"victim\"\nvhost-user = %q\nl2tpv3 = %q\n\n"+
 		"[[port]]\nname = \"bystander\"\nvhost-user = %q\nl2tpv3 = %q\n",
 		metrics, victimSock, victimSide, bySock, bySide)
