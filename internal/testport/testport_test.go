@@ -40,3 +40,19 @@ func TestUDPSkipsHeld(t *testing.T) {
 		t.Fatalf("got port %d, which is held", q)
 	}
 }
+
+// TestTCP: a TCP port given can be listened on, and one held is skipped.
+func TestTCP(t *testing.T) {
+	p := TCP(t, "127.0.0.1")
+	l, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
+	if err != nil {
+		t.Fatalf("listen on the port given: %v", err)
+	}
+	defer l.Close()
+	mu.Lock()
+	next = p
+	mu.Unlock()
+	if q := TCP(t, "127.0.0.1"); q == p {
+		t.Fatalf("got port %d, which is held", q)
+	}
+}

@@ -62,7 +62,7 @@ func MAC(i int) string {
 // kernel will not pick for a socket bound to port 0 (internal/testport). It
 // panics if none is left.
 func FreeUDPPort() int {
-	p, err := testport.Free("127.0.0.1")
+	p, err := testport.Free("udp", "127.0.0.1")
 	if err != nil {
 		panic(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/l2tpv3-netdev/l2tpv3-netdev/internal/testport"
 	"github.com/l2tpv3-netdev/l2tpv3-netdev/l2tp"
 )
 
@@ -328,14 +329,10 @@ func scrape(addr string) (map[string]float64, error) {
 	return m, sc.Err()
 }
 
-// freeTCPAddr returns a TCP address on 127.0.0.1 free a moment ago.
+// freeTCPAddr returns a TCP address on 127.0.0.1 that is free and that no
+// outgoing connection will be given meanwhile (internal/testport).
 func freeTCPAddr(t *testing.T) string {
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
+	return net.JoinHostPort("127.0.0.1", fmt.Sprint(testport.TCP(t, "127.0.0.1")))
 }
 
 // mib converts KiB to MiB.
