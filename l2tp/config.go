@@ -12,6 +12,7 @@ import (
 	"math"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Encap is the underlay that carries L2TPv3 data packets.
@@ -131,6 +132,14 @@ type Config struct {
 	Counter CounterMode
 	// Seq selects RFC 4719 sequencing (kernel seq).
 	Seq SeqMode
+	// Reorder (reorder=N, with seq=recv|both) holds frames that arrive
+	// ahead of the expected number up to this long, to deliver them in
+	// order once the gap fills (the kernel's reorder_timeout); 0, the
+	// default, delivers at once and counts the gap lost. At most MaxReorder.
+	Reorder time.Duration
+	// ReorderFrames (reorder-frames=M, 2..MaxReorderFrames) is how far
+	// ahead a frame may be held; 0 means DefaultReorderFrames. Needs Reorder.
+	ReorderFrames int
 
 	// Offset is QEMU's extra padding between header and frame, 0..256 bytes,
 	// zero on send and skipped (not checked) on receive.
@@ -217,10 +226,29 @@ func (c Config) Validate() error {
 	if c.TOSInherit && c.TOS != 0 {
 		return cfgErr("tos", "tos=inherit with a fixed TOS %#x: one or the other", c.TOS)
 	}
+	if err := c.validateReorder(); err != nil {
+		return err
+	}
 	if c.Offset < 0 || c.Offset > MaxOffset {
 		return cfgErr("offset", "offset=%d: must be 0..%d", c.Offset, MaxOffset)
 	}
 	return c.validateMTU()
+}
+
+// validateReorder checks the reorder window's bounds and that there are
+// sequence numbers to reorder by.
+func (c Config) validateReorder() error {
+	switch {
+	case c.Reorder < 0 || c.Reorder > MaxReorder:
+		return cfgErr("reorder", "reorder=%s: must be 1ms..%s", c.Reorder, MaxReorder)
+	case c.Reorder > 0 && !c.Seq.checks():
+		return cfgErr("reorder", "reorder=%s needs seq=recv or seq=both: frames are put in order by their received sequence numbers", c.Reorder)
+	case c.ReorderFrames != 0 && c.Reorder == 0:
+		return cfgErr("reorder-frames", "reorder-frames=%d given without reorder=N", c.ReorderFrames)
+	case c.ReorderFrames != 0 && (c.ReorderFrames < 2 || c.ReorderFrames > MaxReorderFrames):
+		return cfgErr("reorder-frames", "reorder-frames=%d: must be 2..%d", c.ReorderFrames, MaxReorderFrames)
+	}
+	return nil
 }
 
 // validateMTU checks underlay-mtu's bounds and the oversize policy.

@@ -104,6 +104,8 @@ type Decoder struct {
 	sub       int    // offset of the sublayer word
 	checkSeq  bool   // seq=recv|both with the RFC sublayer
 	seq       seqState
+	windowed  bool   // reorder=: the window decides on the number, in ns
+	ns        uint32 // the number of the last frame returned (windowed)
 	stats     *Stats // SeqLost is counted here
 	_         cpu.CacheLinePad
 }
@@ -122,6 +124,7 @@ func NewDecoder(c Config, s *Stats) *Decoder {
 		cookieLen: c.RxCookieLen,
 		cookie:    c.RxCookie,
 		checkSeq:  c.L2Spec == L2SpecDefault && c.Counter == CounterRFC && c.Seq.checks(),
+		windowed:  c.Reorder > 0,
 		stats:     s,
 	}
 	if d.udp {
@@ -140,7 +143,8 @@ func NewDecoder(c Config, s *Stats) *Decoder {
 // (reserved bits ignored); session 0 over IP → control; header cut short →
 // malformed; session → session; cookie → cookie; frame shorter than an
 // Ethernet header → malformed; with seq=recv|both, the sublayer (see
-// seqState.check) → sequence. With seq=none|send, or QEMU's counter modes,
+// seqState.check; with reorder=, only the S bit here and the number left
+// in d.ns for the window) → sequence. With seq=none|send, or QEMU's counter modes,
 // the sublayer's value is ignored.
 func (d *Decoder) Decap(pkt []byte) (frame []byte, reason Drop, ok bool) {
 	if d.stripIPv4 {
@@ -187,6 +191,10 @@ func (d *Decoder) Decap(pkt []byte) (frame []byte, reason Drop, ok bool) {
 		v := binary.BigEndian.Uint32(pkt[d.sub:])
 		if v&seqS == 0 {
 			return nil, DropSequence, false
+		}
+		if d.windowed {
+			d.ns = v & seqMask
+			return pkt[d.hl:len(pkt):len(pkt)], 0, true
 		}
 		accept, lost := d.seq.check(v & seqMask)
 		if !accept {

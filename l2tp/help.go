@@ -34,6 +34,13 @@ const optionHelp = `L2TPv3 option string (QEMU's -netdev l2tpv3 keys, comma-sepa
                     (peer restart). recv cannot work with Linux, which stops numbering
                     once it hears unnumbered frames: use both there (warned at start)
                                                                       default none
+  reorder=N         with seq=recv|both: hold a frame that arrives ahead of the expected
+                    number up to N ms (50, 50ms, 1s; at most 10s) and deliver in order
+                    once the gap fills; when one has waited N the gap is counted lost
+                    (sequence_lost) and delivery goes on (Linux: reorder_timeout)
+                                                                      default off
+  reorder-frames=M  how far ahead a frame may be held, 2..1024; a frame further ahead
+                    gives up the oldest gaps (counted lost)            default 64
   pinpeer=on|off    drop packets whose source address (and UDP port) is not dst
                     default on for a literal dst, off for a host name
   peer-learning=on|off  a datagram that passes the session and cookie checks from

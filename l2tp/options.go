@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // optKind says how an option's value is read.
@@ -22,6 +23,7 @@ const (
 	kindSeq                     // none | send | recv | both
 	kindMTU                     // decimal or 0x hex, MinUnderlayMTU..MaxUnderlayMTU
 	kindOversize                // fragment | drop
+	kindMillis                  // milliseconds: decimal, or with a ms/s unit
 	kindIgnored                 // accepted and ignored (QEMU's id=)
 )
 
@@ -35,7 +37,7 @@ var optKinds = map[string]optKind{
 	"counter": kindBool, "pincounter": kindBool, "offset": kindOffset,
 	"l2spec": kindL2Spec, "seq": kindSeq, "pinpeer": kindBool, "peer-learning": kindBool,
 	"underlay-mtu": kindMTU, "oversize": kindOversize, "vlan": kindBool,
-	"tos": kindTOS, "ttl": kindTTL,
+	"tos": kindTOS, "ttl": kindTTL, "reorder": kindMillis, "reorder-frames": kindU32,
 }
 
 // optValue is one parsed key: its raw text and its value in the kind's type.
@@ -73,6 +75,9 @@ func (o options) on(key string) bool { return o[key].on }
 //     frames whose encapsulated datagram is larger than the underlay MTU.
 //   - vlan=on|off (default off): the inner MTU leaves room for one 802.1Q
 //     tag.
+//   - reorder=N (milliseconds, or 50ms / 1s; needs seq=recv|both) holds
+//     frames that arrive ahead of the expected number up to N to deliver
+//     them in order, up to reorder-frames=M ahead (default 64).
 //   - tos=N|inherit (0..255, the outer TOS / traffic class byte, or the inner
 //     packet's copied per datagram) and ttl=N (1..255,
 //     the outer TTL / hop limit); default the kernel's.
@@ -146,6 +151,7 @@ func ParseOptions(s string) (Config, error) {
 	c.LearnPeer = o.on("peer-learning")
 	c.VLAN = o.on("vlan")
 	c.TOS, c.TOSInherit, c.TTL = uint8(o["tos"].num), o.on("tos"), uint8(o["ttl"].num)
+	c.Reorder, c.ReorderFrames = time.Duration(o["reorder"].num), int(min(o["reorder-frames"].num, MaxReorderFrames+1))
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
@@ -316,6 +322,12 @@ func (c Config) String() string {
 	}
 	if c.TTL != 0 {
 		b.WriteString(",ttl=" + strconv.Itoa(int(c.TTL)))
+	}
+	if c.Reorder != 0 {
+		b.WriteString(",reorder=" + c.Reorder.String())
+	}
+	if c.ReorderFrames != 0 {
+		b.WriteString(",reorder-frames=" + strconv.Itoa(c.ReorderFrames))
 	}
 	return b.String()
 }

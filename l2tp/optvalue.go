@@ -3,6 +3,7 @@ package l2tp
 import (
 	"math"
 	"strconv"
+	"time"
 )
 
 // parseValue reads val as the given kind of option, naming key and the raw
@@ -45,6 +46,8 @@ func parseValue(key, val string, kind optKind) (optValue, error) {
 		v.spec, err = parseL2Spec(key, val)
 	case kindSeq:
 		v.seq, err = parseSeq(key, val)
+	case kindMillis:
+		v.num, err = parseMillis(key, val)
 	}
 	return v, err
 }
@@ -124,4 +127,21 @@ func parseOversize(key, val string) (Oversize, error) {
 		}
 	}
 	return 0, cfgErr(key, "%s=%q: must be fragment or drop", key, val)
+}
+
+// parseMillis reads a duration as the kernel's options give it, plain
+// milliseconds ("50"), or with a unit ("50ms", "1s", "1.5s"); at least 1ms.
+func parseMillis(key, val string) (uint64, error) {
+	if last := val[len(val)-1]; last >= '0' && last <= '9' {
+		n, err := parseNumber(key, val, 32)
+		if err == nil && n == 0 {
+			err = cfgErr(key, "%s=0: leave it out for no reorder window", key)
+		}
+		return n * uint64(time.Millisecond), err
+	}
+	d, err := time.ParseDuration(val)
+	if err != nil || d < time.Millisecond {
+		return 0, cfgErr(key, "%s=%q: not a duration of at least 1ms (50, 50ms, 1s)", key, val)
+	}
+	return uint64(d), nil
 }

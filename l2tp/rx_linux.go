@@ -38,6 +38,9 @@ type rxRing struct {
 	ctl   []byte // ctlSpace bytes per slot
 	buf   []byte // slot bytes per slot
 	slot  int
+	// seqs, with a reorder window, receives each delivered frame's
+	// sequence number; the window then counts what it delivers.
+	seqs []uint32
 
 	want   int        // messages asked of the next recvmmsg
 	got    int        // messages the last recvmmsg returned
@@ -113,13 +116,23 @@ func (r *rxRing) recv(fd uintptr) bool {
 // ReadFrames blocks (on the netpoller) until at least one datagram arrives,
 // decapsulates the batch and returns how many good frames it put in
 // frames[:n]. Bad datagrams are counted by reason and skipped, so n may be
-// 0. frames[i] are sub-slices of the tunnel's receive ring and stay valid
-// until the next ReadFrames call. len(frames) may be less than BatchSize.
-// It returns net.ErrClosed after Close. Only one goroutine may call it.
+// 0. frames[i] are sub-slices of the tunnel's receive ring (or of its
+// reorder window's slots) and stay valid until the next ReadFrames call.
+// len(frames) may be less than BatchSize. It returns net.ErrClosed after
+// Close. Only one goroutine may call it.
 func (t *Tunnel) ReadFrames(frames [][]byte) (int, error) {
 	if len(frames) == 0 {
 		return 0, fmt.Errorf("l2tpv3: ReadFrames: len(frames) is 0")
 	}
+	if t.win != nil {
+		return t.win.read(frames)
+	}
+	return t.readFrames(frames)
+}
+
+// readFrames is ReadFrames without a reorder window, and the window's
+// source: the socket while the session reads it alone, else its queue.
+func (t *Tunnel) readFrames(frames [][]byte) (int, error) {
 	r := t.rx
 	if r == nil || r.next >= r.got {
 		if q := t.q.Load(); q != nil { // the socket is shared: read this session's queue
@@ -148,8 +161,13 @@ func (t *Tunnel) ReadFrames(frames [][]byte) (int, error) {
 			if t.closed.Load() {
 				return 0, net.ErrClosed
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) && t.q.Load() != nil {
-				continue // a second session joined: the queue from now on
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				if t.q.Load() != nil {
+					continue // a second session joined: the queue from now on
+				}
+				if t.win != nil && t.win.deadline {
+					return 0, nil // a held frame is due
+				}
 			}
 			return 0, fmt.Errorf("l2tpv3: recvmmsg %s: %w", t.local, err)
 		}
@@ -192,6 +210,9 @@ func (r *rxRing) deliver(frames [][]byte) int {
 				r.learnPeer(i)
 			}
 			frames[n] = frame
+			if r.seqs != nil {
+				r.seqs[n] = r.dec.ns
+			}
 			n++
 			bytes += len(frame)
 		}
@@ -219,9 +240,10 @@ func (r *rxRing) admit(i int) bool {
 	return true
 }
 
-// count adds delivered frames to the counters.
+// count adds delivered frames to the counters (unless a reorder window
+// counts them).
 func (r *rxRing) count(n, bytes int) {
-	if n > 0 {
+	if n > 0 && r.seqs == nil {
 		r.stats.addRx(uint64(n), uint64(bytes))
 	}
 }

@@ -50,6 +50,17 @@ func (s *seqState) check(ns uint32) (accept bool, lost uint32) {
 		s.oosRun = 0
 		return true, ahead
 	}
+	if s.resyncs(ns) {
+		s.next = (ns + 1) & seqMask
+		return true, 0
+	}
+	return false, 0
+}
+
+// resyncs counts ns, a discontinuous packet, in the run of in-order ones
+// and reports whether the run is long enough to resync to it (the run then
+// starts over; the caller moves next).
+func (s *seqState) resyncs(ns uint32) bool {
 	if s.oosRun > 0 && ns == (s.oosLast+1)&seqMask {
 		s.oosRun++
 	} else {
@@ -57,9 +68,8 @@ func (s *seqState) check(ns uint32) (accept bool, lost uint32) {
 	}
 	s.oosLast = ns
 	if s.oosRun > seqResync {
-		s.next = (ns + 1) & seqMask
 		s.oosRun = 0
-		return true, 0
+		return true
 	}
-	return false, 0
+	return false
 }

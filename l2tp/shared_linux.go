@@ -458,7 +458,7 @@ func (d *demuxer) one(tab *sessionTable, i int, pkt []byte) {
 // is the socket's only session, and drops the frame (vm_slow) otherwise.
 func (d *demuxer) enqueue(t *Tunnel, frame []byte) {
 	q := t.q.Load()
-	for !q.push(frame) {
+	for !q.push(frame, t.dec.ns) {
 		if d.s.count.Load() > 1 {
 			t.stats.rxDrops[DropVMSlow].Add(1)
 			return
@@ -537,7 +537,10 @@ func peekSession(pkt []byte, udp, strip4 bool) (uint32, Drop, bool) {
 
 // readQueued is ReadFrames for a session that receives through its queue.
 func (t *Tunnel) readQueued(q *sessionQueue, frames [][]byte) (int, error) {
-	n, err := q.pop(frames)
+	if t.win != nil {
+		return t.win.popQueued(q, frames)
+	}
+	n, err := q.pop(frames, nil, nil)
 	if err != nil {
 		return 0, err
 	}

@@ -3,6 +3,7 @@ package l2tp
 import (
 	"net"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/cpu"
 )
@@ -30,6 +31,7 @@ type sessionQueue struct {
 	buf   []byte
 	start []uint64 // byte position (monotonic) of frame i%len
 	size  []int32
+	seqs  []uint32 // sequence number of frame i%len (reorder window)
 	mask  uint64
 
 	_ cpu.CacheLinePad
@@ -60,14 +62,15 @@ func newSessionQueue() *sessionQueue {
 // newSessionQueueSized allocates a queue of frames (a power of two) and bytes.
 func newSessionQueueSized(frames, bytes int) *sessionQueue {
 	return &sessionQueue{
-		buf: make([]byte, bytes), start: make([]uint64, frames), size: make([]int32, frames),
+		buf: make([]byte, bytes), start: make([]uint64, frames), size: make([]int32, frames), seqs: make([]uint32, frames),
 		mask: uint64(frames - 1), ready: make(chan struct{}, 1), space: make(chan struct{}, 1),
 		done: make(chan struct{}),
 	}
 }
 
-// push copies frame in; false when the queue has no room for it.
-func (q *sessionQueue) push(frame []byte) bool {
+// push copies frame in, with its sequence number ns for a reorder window;
+// false when the queue has no room for it.
+func (q *sessionQueue) push(frame []byte, ns uint32) bool {
 	t := q.tail.Load()
 	if t-q.head.Load() > q.mask {
 		return false
@@ -91,7 +94,7 @@ func (q *sessionQueue) push(frame []byte) bool {
 	}
 	off := pos % capB
 	copy(q.buf[off:off+n], frame)
-	q.start[t&q.mask], q.size[t&q.mask] = pos, int32(n)
+	q.start[t&q.mask], q.size[t&q.mask], q.seqs[t&q.mask] = pos, int32(n), ns
 	q.wpos = pos + n
 	q.tail.Store(t + 1)
 	return true
@@ -125,10 +128,11 @@ func (q *sessionQueue) release() {
 }
 
 // pop releases the frames of the previous pop, then waits until at least
-// one frame is queued and puts up to len(frames) of them in frames. It
-// returns net.ErrClosed (or the tunnel's receive error) once the session
-// has left and the queue is empty.
-func (q *sessionQueue) pop(frames [][]byte) (int, error) {
+// one frame is queued and puts up to len(frames) of them in frames (and
+// their sequence numbers in seqs, unless nil). It returns 0 when wake
+// fires first (nil: never), and net.ErrClosed (or the tunnel's receive
+// error) once the session has left and the queue is empty.
+func (q *sessionQueue) pop(frames [][]byte, seqs []uint32, wake <-chan time.Time) (int, error) {
 	q.release()
 	for {
 		h, t := q.head.Load(), q.tail.Load()
@@ -140,6 +144,9 @@ func (q *sessionQueue) pop(frames [][]byte) (int, error) {
 				off := q.start[j] % capB
 				end := off + uint64(q.size[j])
 				frames[i] = q.buf[off:end:end]
+				if seqs != nil {
+					seqs[i] = q.seqs[j]
+				}
 				q.endAt = q.start[j] + uint64(q.size[j])
 			}
 			q.taken = uint64(n)
@@ -150,6 +157,8 @@ func (q *sessionQueue) pop(frames [][]byte) (int, error) {
 		}
 		select {
 		case <-q.ready:
+		case <-wake:
+			return 0, nil
 		case <-q.done:
 			if q.tail.Load() != h {
 				continue

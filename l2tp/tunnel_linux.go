@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"sync/atomic"
+	"time"
 )
 
 const (
@@ -55,6 +56,7 @@ type Tunnel struct {
 	dec    *Decoder                     // the demultiplexer's decoder for this session
 	pin    sockaddr                     // the peer the demultiplexer pins to
 	rx     *rxRing                      // owned by the ReadFrames goroutine (reading alone)
+	win    *reorderWindow               // reorder=: owned by the ReadFrames goroutine
 	tx     *txQueue                     // queue 0, owned by the WriteFrames goroutine
 	multi  *senderSet                   // what its send queues share; Senders closed with it
 	box    *peerBox                     // the current peer (learned, re-resolved)
@@ -123,6 +125,9 @@ func Open(cfg Config, opt TunnelOptions) (*Tunnel, error) {
 		sock.abandon()
 		return nil, err
 	}
+	if cfg.Reorder > 0 {
+		t.openWindow()
+	}
 	if _, err := netip.ParseAddr(cfg.Dst); err != nil {
 		t.box.resolve = make(chan struct{}, 1)
 		go t.reresolve(t.done)
@@ -178,4 +183,33 @@ func (t *Tunnel) Close() error {
 	err := t.f.Close()
 	t.sock.leave(t)
 	return err
+}
+
+// openWindow preallocates the reorder window: slots for frames of the inner
+// MTU with a VLAN tag (a longer one out of order is dropped, sequence).
+func (t *Tunnel) openWindow() {
+	width := t.cfg.ReorderFrames
+	if width == 0 {
+		width = DefaultReorderFrames
+	}
+	slotLen := (t.cfg.InnerMTU(t.ul.MTU) + ethHeaderLen + vlanTagLen + 63) &^ 63
+	t.win = newReorderWindow(t.readWindowed, t.stats, t.cfg.Reorder, width, t.batch, slotLen)
+	if t.rx != nil {
+		t.rx.seqs = t.win.ns
+	}
+}
+
+// readWindowed is the reorder window's source: readFrames, its socket
+// wait bounded by a read deadline (a queue wait by the window's timer).
+func (t *Tunnel) readWindowed(in [][]byte, _ []uint32, wait time.Duration) (int, error) {
+	w := t.win
+	switch {
+	case wait > 0:
+		_ = t.f.SetReadDeadline(time.Now().Add(wait))
+		w.deadline = true
+	case w.deadline:
+		_ = t.f.SetReadDeadline(time.Time{})
+		w.deadline = false
+	}
+	return t.readFrames(in)
 }
