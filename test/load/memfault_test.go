@@ -54,6 +54,7 @@ func TestGuestMemoryFaultDaemon(t *testing.T) {
 	// The bystander carries frames both ways throughout, once a frame each way showed its
 	// queue pair attached (frames from the peer before that are counted vm_down).
 	by := connect(t, bySock)
+	defer by.Close() // also keeps its front end reachable: the workers hold only by.Pairs[0], and a collected net.UnixConn closes the connection
 	byTun := openPeer(t, byPeer)
 	var toNet, toVM, netSent, peerSent, rx atomic.Uint64
 	go countPeer(byTun, &toNet)
